@@ -1,0 +1,63 @@
+//! The admin listener, on its own address so it need not face clients:
+//! `/healthz` (the process answers) and `/readyz` (config loaded and not
+//! draining, so a load balancer stops sending work before we stop).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::body::{self, Body};
+
+/// Serves health endpoints until the process ends. `draining` turns
+/// `/readyz` to 503 the moment shutdown begins.
+pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>) {
+    let draining = Arc::new(draining);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let draining = Arc::clone(&draining);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let ready = !*draining.borrow();
+                async move { Ok::<_, Infallible>(answer(&request, ready)) }
+            });
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn answer(request: &Request<Incoming>, ready: bool) -> Response<Body> {
+    let (status, text) = match request.uri().path() {
+        "/healthz" => (StatusCode::OK, "ok\n"),
+        "/readyz" if ready => (StatusCode::OK, "ready\n"),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,581 @@
+//! The validated configuration the rest of Baton reads.
+//!
+//! Loading is two steps. `raw` deserializes the TOML into a mirror that
+//! keeps every value's span; [`Config::parse`] then turns strings into
+//! typed values (durations, sizes, URIs, patterns), checks what cannot be
+//! true (an unknown backend, a duplicate route name, a zero timeout) and
+//! fills defaults. Any failure is a [`ConfigError`] naming the file, line,
+//! column and key, so a bad file is refused before a port is bound.
+
+mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{Method, Uri};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use toml::Spanned;
+
+use crate::router::{HostPattern, PathPattern};
+use raw::{RawBackend, RawConfig, RawRoute, RawServer};
+
+/// Everything Baton runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Backends in name order; routes refer to them by index.
+    pub backends: Vec<Arc<BackendConfig>>,
+    /// Routes in file order: the first match wins.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// Request line plus header fields, in bytes; more is a 431.
+    pub max_header_size: usize,
+    /// Request body, in bytes; more is a 413.
+    pub max_request_body: u64,
+    /// A client that has not sent its whole header by then is dropped
+    /// (slowloris).
+    pub header_read_timeout: Duration,
+    pub keep_alive: bool,
+    /// Open client connections; at the limit Baton stops accepting until
+    /// one closes, rather than running out of file descriptors.
+    pub max_connections: usize,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix of the base URL without a trailing slash (`""` for none).
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to receiving response headers.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    /// Send the client's `Host` instead of the backend's authority.
+    pub preserve_host: bool,
+    /// Trust anchors for `https://`: the configured CA file, else the
+    /// system's roots.
+    pub ca_certificates: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: Arc<str>,
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+    pub path: PathPattern,
+    pub host: Option<HostPattern>,
+    pub backend: Arc<BackendConfig>,
+    pub strip_prefix: Option<String>,
+    pub add_prefix: Option<String>,
+}
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: `{key}`: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+pub mod defaults {
+    //! Every default in one place, so `config/example.toml` can be checked
+    //! against them.
+    use std::time::Duration;
+
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+    pub const MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    pub const POOL_MAX_IDLE: usize = 64;
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&source, &file, path.parent())
+    }
+
+    /// Validates `source`, reporting errors against the name `file`.
+    /// Relative paths inside (a CA file) resolve against `dir`.
+    pub fn parse(source: &str, file: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let cx = Cx { file, source, dir };
+        let raw: RawConfig = cx.deserialize()?;
+        let server = cx.server(&raw.server)?;
+        let mut backends = HashMap::with_capacity(raw.backends.len());
+        for (name, backend) in &raw.backends {
+            backends.insert(name.as_str(), Arc::new(cx.backend(name, backend)?));
+        }
+        let mut names = HashSet::new();
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (index, route) in raw.routes.iter().enumerate() {
+            let route = cx.route(index, route.get_ref(), &backends)?;
+            if !names.insert(route.name.clone()) {
+                let span = raw.routes[index].get_ref().name.span();
+                return Err(cx.error(
+                    span,
+                    format!("routes[{index}].name"),
+                    format!(
+                        "route name {:?} is already used by an earlier route",
+                        &*route.name
+                    ),
+                ));
+            }
+            routes.push(route);
+        }
+        let mut backends: Vec<_> = backends.into_values().collect();
+        backends.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Config {
+            server,
+            backends,
+            routes,
+        })
+    }
+}
+
+/// The validation context: where errors point.
+struct Cx<'a> {
+    file: &'a str,
+    source: &'a str,
+    dir: Option<&'a Path>,
+}
+
+impl Cx<'_> {
+    fn error(&self, span: Range<usize>, key: String, message: String) -> ConfigError {
+        let (line, column) = line_column(self.source, span.start);
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
+
+    fn deserialize(&self) -> Result<RawConfig, ConfigError> {
+        let deserializer = toml::Deserializer::parse(self.source)
+            .map_err(|e| self.toml_error(&e, "(syntax)".to_owned()))?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // `Spanned` wraps values in a private struct; its field name is
+            // noise in a key path a user reads.
+            let key = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
+            self.toml_error(e.inner(), key)
+        })
+    }
+
+    fn toml_error(&self, error: &toml::de::Error, key: String) -> ConfigError {
+        let span = error.span().unwrap_or(0..0);
+        self.error(span, key, error.message().trim().replace('\n', "; "))
+    }
+
+    /// Parses a spanned string with `parse`, turning its error into one
+    /// that points at the value.
+    fn value<T>(
+        &self,
+        value: &Spanned<String>,
+        key: impl FnOnce() -> String,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        parse(value.get_ref()).map_err(|message| self.error(value.span(), key(), message))
+    }
+
+    fn duration(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: impl FnOnce() -> String,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        self.value(value, key, |text| {
+            let duration = humantime::parse_duration(text).map_err(|e| {
+                format!("{text:?} is not a duration ({e}); write e.g. \"250ms\", \"30s\", \"2m\"")
+            })?;
+            if duration.is_zero() {
+                return Err("must be greater than zero".to_owned());
+            }
+            Ok(duration)
+        })
+    }
+
+    fn size(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: impl FnOnce() -> String,
+        default: u64,
+        range: Range<u64>,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        self.value(value, key, |text| {
+            let size = text
+                .parse::<bytesize::ByteSize>()
+                .map_err(|e| {
+                    format!("{text:?} is not a size ({e}); write e.g. \"64KiB\", \"10MiB\"")
+                })?
+                .as_u64();
+            if !range.contains(&size) {
+                return Err(format!(
+                    "{text:?} is out of range: must be at least {} and below {}",
+                    bytesize::ByteSize(range.start).display().iec(),
+                    bytesize::ByteSize(range.end).display().iec()
+                ));
+            }
+            Ok(size)
+        })
+    }
+
+    fn count(
+        &self,
+        value: Option<&Spanned<i64>>,
+        key: impl FnOnce() -> String,
+        default: usize,
+        range: Range<i64>,
+    ) -> Result<usize, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let n = *value.get_ref();
+        if !range.contains(&n) {
+            return Err(self.error(
+                value.span(),
+                key(),
+                format!(
+                    "{n} is out of range: must be at least {} and below {}",
+                    range.start, range.end
+                ),
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    fn address(
+        &self,
+        value: &Spanned<String>,
+        key: impl FnOnce() -> String,
+    ) -> Result<SocketAddr, ConfigError> {
+        self.value(value, key, |text| {
+            text.parse().map_err(|_| {
+                format!("{text:?} is not an address; write IP:PORT, e.g. \"0.0.0.0:8080\"")
+            })
+        })
+    }
+
+    fn server(&self, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
+        let key = |k: &'static str| move || format!("server.{k}");
+        let listen = match &raw.listen {
+            Some(v) => self.address(v, key("listen"))?,
+            None => defaults::LISTEN
+                .parse()
+                .expect("the default address parses"),
+        };
+        let admin = match &raw.admin {
+            Some(v) => Some(self.address(v, key("admin"))?),
+            None => None,
+        };
+        Ok(ServerConfig {
+            listen,
+            admin,
+            max_header_size: self.size(
+                raw.max_header_size.as_ref(),
+                key("max_header_size"),
+                defaults::MAX_HEADER_SIZE as u64,
+                1024..1024 * 1024 + 1,
+            )? as usize,
+            max_request_body: self.size(
+                raw.max_request_body.as_ref(),
+                key("max_request_body"),
+                defaults::MAX_REQUEST_BODY,
+                0..u64::MAX,
+            )?,
+            header_read_timeout: self.duration(
+                raw.header_read_timeout.as_ref(),
+                key("header_read_timeout"),
+                defaults::HEADER_READ_TIMEOUT,
+            )?,
+            keep_alive: raw.keep_alive.unwrap_or(true),
+            max_connections: self.count(
+                raw.max_connections.as_ref(),
+                key("max_connections"),
+                defaults::MAX_CONNECTIONS,
+                1..1_000_001,
+            )?,
+            shutdown_grace: self.duration(
+                raw.shutdown_grace.as_ref(),
+                key("shutdown_grace"),
+                defaults::SHUTDOWN_GRACE,
+            )?,
+        })
+    }
+
+    fn backend(&self, name: &str, raw: &Spanned<RawBackend>) -> Result<BackendConfig, ConfigError> {
+        let base = format!("backends.{name}");
+        if !valid_name(name) {
+            return Err(self.error(
+                raw.span(),
+                base,
+                "backend names are letters, digits, `-` and `_`".to_owned(),
+            ));
+        }
+        let key = |k: &'static str| {
+            let base = &base;
+            move || format!("{base}.{k}")
+        };
+        let raw = raw.get_ref();
+        let (scheme, authority, base_path) = self.value(&raw.url, key("url"), parse_base_url)?;
+        let ca_certificates = match &raw.ca_file {
+            None => None,
+            Some(path) if scheme != Scheme::HTTPS => {
+                return Err(self.error(
+                    path.span(),
+                    key("ca_file")(),
+                    "a CA file only applies to an https:// backend".to_owned(),
+                ))
+            }
+            Some(path) => Some(self.value(path, key("ca_file"), |p| self.load_ca(p))?),
+        };
+        Ok(BackendConfig {
+            name: name.to_owned(),
+            scheme,
+            authority,
+            base_path,
+            connect_timeout: self.duration(
+                raw.connect_timeout.as_ref(),
+                key("connect_timeout"),
+                defaults::CONNECT_TIMEOUT,
+            )?,
+            response_timeout: self.duration(
+                raw.response_timeout.as_ref(),
+                key("response_timeout"),
+                defaults::RESPONSE_TIMEOUT,
+            )?,
+            pool_idle_timeout: self.duration(
+                raw.pool_idle_timeout.as_ref(),
+                key("pool_idle_timeout"),
+                defaults::POOL_IDLE_TIMEOUT,
+            )?,
+            pool_max_idle: self.count(
+                raw.pool_max_idle.as_ref(),
+                key("pool_max_idle"),
+                defaults::POOL_MAX_IDLE,
+                0..100_001,
+            )?,
+            preserve_host: raw.preserve_host.unwrap_or(false),
+            ca_certificates,
+        })
+    }
+
+    fn load_ca(&self, path: &str) -> Result<Arc<[CertificateDer<'static>]>, String> {
+        let full: PathBuf = match self.dir {
+            Some(dir) => dir.join(path),
+            None => PathBuf::from(path),
+        };
+        let certs = CertificateDer::pem_file_iter(&full)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read CA certificates from {}: {e}", full.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{} holds no PEM certificate", full.display()));
+        }
+        Ok(certs.into())
+    }
+
+    fn route(
+        &self,
+        index: usize,
+        raw: &RawRoute,
+        backends: &HashMap<&str, Arc<BackendConfig>>,
+    ) -> Result<Route, ConfigError> {
+        let key = |k: &'static str| move || format!("routes[{index}].{k}");
+        let name = raw.name.get_ref();
+        if !valid_name(name) {
+            return Err(self.error(
+                raw.name.span(),
+                key("name")(),
+                "route names are letters, digits, `-` and `_` (they label metrics)".to_owned(),
+            ));
+        }
+        let matcher = raw.matcher.get_ref();
+        let mut methods = Vec::with_capacity(matcher.methods.len());
+        for (i, method) in matcher.methods.iter().enumerate() {
+            let method = self.value(
+                method,
+                || format!("routes[{index}].match.methods[{i}]"),
+                parse_method,
+            )?;
+            methods.push(method);
+        }
+        let path = self.value(&matcher.path, key("match.path"), PathPattern::parse)?;
+        let host = match &matcher.host {
+            Some(h) => Some(self.value(h, key("match.host"), HostPattern::parse)?),
+            None => None,
+        };
+        let backend = self.value(&raw.backend, key("backend"), |b| {
+            backends.get(b).cloned().ok_or_else(|| {
+                let mut known: Vec<&str> = backends.keys().copied().collect();
+                known.sort_unstable();
+                format!(
+                    "unknown backend {b:?}; defined backends: [{}]",
+                    known.join(", ")
+                )
+            })
+        })?;
+        let strip_prefix = match &raw.strip_prefix {
+            Some(p) => Some(self.value(p, key("strip_prefix"), parse_prefix)?),
+            None => None,
+        };
+        let add_prefix = match &raw.add_prefix {
+            Some(p) => Some(self.value(p, key("add_prefix"), parse_prefix)?),
+            None => None,
+        };
+        Ok(Route {
+            name: name.as_str().into(),
+            methods,
+            path,
+            host,
+            backend,
+            strip_prefix,
+            add_prefix,
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn parse_base_url(text: &str) -> Result<(Scheme, Authority, String), String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => {
+            return Err(format!(
+                "{text:?} must be an absolute http:// or https:// URL"
+            ))
+        }
+    };
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(format!("{text:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?}: credentials in the URL are not supported"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{text:?}: a backend URL cannot carry a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok((scheme, authority, base_path))
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    if text != text.to_ascii_uppercase() {
+        return Err(format!(
+            "method {text:?} must be upper case (methods are case-sensitive): did you mean {:?}?",
+            text.to_ascii_uppercase()
+        ));
+    }
+    Method::from_bytes(text.as_bytes()).map_err(|_| format!("{text:?} is not an HTTP method"))
+}
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') || (text.len() > 1 && text.ends_with('/')) {
+        return Err(format!(
+            "{text:?} must start with `/` and not end with one, e.g. \"/api\""
+        ));
+    }
+    if text.contains(['?', '#', '*', '{']) {
+        return Err(format!("{text:?} must be a plain path prefix"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("abc", 0), (1, 1));
+        assert_eq!(line_column("a\nbc", 3), (2, 2));
+        assert_eq!(line_column("a\nbc", 99), (2, 3));
+    }
+
+    #[test]
+    fn base_urls() {
+        let (s, a, p) = parse_base_url("https://h:8443/v1/").unwrap();
+        assert_eq!(
+            (s.as_str(), a.as_str(), p.as_str()),
+            ("https", "h:8443", "/v1")
+        );
+        assert!(parse_base_url("ftp://h").is_err());
+        assert!(parse_base_url("/relative").is_err());
+        assert!(parse_base_url("http://u:p@h").is_err());
+        assert!(parse_base_url("http://h/?q=1").is_err());
+    }
+
+    #[test]
+    fn prefixes_and_methods() {
+        assert_eq!(parse_prefix("/").unwrap(), "");
+        assert_eq!(parse_prefix("/api").unwrap(), "/api");
+        assert!(parse_prefix("api").is_err());
+        assert!(parse_prefix("/api/").is_err());
+        assert_eq!(parse_method("PATCH").unwrap(), Method::PATCH);
+        assert!(parse_method("post").unwrap_err().contains("POST"));
+    }
+}

@@ -1,0 +1,236 @@
+//! Every way a request can fail, grouped by who is to blame, and the one
+//! place where a failure becomes an HTTP answer.
+//!
+//! The blame decides the status class (as in pingora's error source): the
+//! client's fault is a 4xx, the backend's a 502/504, ours a 500, and a
+//! request that arrives while we drain a 503. Handlers return [`Error`] and
+//! never build error responses themselves; [`Error::into_response`] turns it
+//! into an RFC 9457 `application/problem+json` body carrying the request id.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// A boxed error with its source chain intact.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The client sent something Baton will not forward.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The backend could not be reached or answered badly.
+    #[error("backend `{backend}`: {kind}")]
+    Backend {
+        backend: String,
+        #[source]
+        kind: BackendError,
+    },
+    /// A bug or resource failure inside Baton.
+    #[error("internal error: {0}")]
+    Internal(#[source] BoxError),
+    /// Baton is draining and takes no new work.
+    #[error("Baton is shutting down")]
+    ShuttingDown,
+}
+
+/// The client's request is not acceptable to the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: http::Method, path: String },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("request header fields total {size} bytes, over the limit of {limit} bytes")]
+    HeaderTooLarge { size: usize, limit: usize },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("reading the request body failed")]
+    BodyRead(#[source] BoxError),
+}
+
+/// What went wrong between Baton and a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("connection refused")]
+    Refused(#[source] BoxError),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    #[error("TLS handshake failed: {cause}")]
+    Tls {
+        cause: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("connect failed: {cause}")]
+    Connect {
+        cause: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("no response within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("connection failed mid-request: {cause}")]
+    Broken {
+        cause: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("protocol upgrade failed: {0}")]
+    Upgrade(String),
+}
+
+impl Error {
+    pub fn backend(backend: &str, kind: BackendError) -> Self {
+        Error::Backend {
+            backend: backend.to_owned(),
+            kind,
+        }
+    }
+
+    /// The status this failure answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Client(c) => match c {
+                ClientError::NoRoute { .. } => StatusCode::NOT_FOUND,
+                ClientError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ClientError::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ClientError::BadRequest(_) | ClientError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            },
+            Error::Backend { kind, .. } => match kind {
+                BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short stable identifier of the failure, used in the problem `type`
+    /// URI and as the outcome in logs.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Error::Client(c) => match c {
+                ClientError::NoRoute { .. } => "no-route",
+                ClientError::BodyTooLarge { .. } => "body-too-large",
+                ClientError::HeaderTooLarge { .. } => "header-too-large",
+                ClientError::BadRequest(_) => "bad-request",
+                ClientError::BodyRead(_) => "body-read",
+            },
+            Error::Backend { kind, .. } => match kind {
+                BackendError::Refused(_) => "backend-refused",
+                BackendError::ConnectTimeout(_) => "backend-connect-timeout",
+                BackendError::Tls { .. } => "backend-tls",
+                BackendError::Connect { .. } => "backend-connect",
+                BackendError::Timeout(_) => "backend-timeout",
+                BackendError::Broken { .. } => "backend-broken",
+                BackendError::Upgrade(_) => "backend-upgrade",
+            },
+            Error::Internal(_) => "internal",
+            Error::ShuttingDown => "shutting-down",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Error::Client(c) => match c {
+                ClientError::NoRoute { .. } => "No route matches the request",
+                ClientError::BodyTooLarge { .. } => "Request body too large",
+                ClientError::HeaderTooLarge { .. } => "Request header fields too large",
+                ClientError::BadRequest(_) | ClientError::BodyRead(_) => "Bad request",
+            },
+            Error::Backend { kind, .. } => match kind {
+                BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => "Backend timed out",
+                _ => "Backend unavailable",
+            },
+            Error::Internal(_) => "Internal error",
+            Error::ShuttingDown => "Shutting down",
+        }
+    }
+
+    /// The one mapping from a failure to what the client receives.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let problem = serde_json::json!({
+            "type": format!("urn:baton:problem:{}", self.slug()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+            "request_id": request_id,
+        });
+        let mut response = Response::new(body::full(Bytes::from(problem.to_string())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, Error::ShuttingDown) {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+
+    /// The message and every distinct cause below it, for humans. Internal
+    /// errors keep their detail out of the answer: it belongs in the log.
+    pub fn detail(&self) -> String {
+        if let Error::Internal(_) = self {
+            return "Baton hit an internal error; see its log".to_owned();
+        }
+        chain(self)
+    }
+}
+
+/// Renders an error and its sources as `a: b: c`, skipping a source whose
+/// text its parent already contains (wrappers often repeat their cause).
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            let _ = write!(out, ": {text}");
+        }
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blame_decides_status() {
+        let no_route = Error::from(ClientError::NoRoute {
+            method: http::Method::GET,
+            path: "/x".into(),
+        });
+        assert_eq!(no_route.status(), StatusCode::NOT_FOUND);
+        let timeout = Error::backend(
+            "b",
+            BackendError::Timeout(std::time::Duration::from_secs(1)),
+        );
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        let refused = Error::backend("b", BackendError::Refused("refused".into()));
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            Error::ShuttingDown.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn internal_detail_is_not_leaked() {
+        let err = Error::Internal("secret path /etc/x".into());
+        assert!(!err.detail().contains("/etc/x"));
+    }
+}

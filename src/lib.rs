@@ -1,0 +1,99 @@
+//! Baton: a sync-facade reverse proxy.
+//!
+//! A request travels through the crate in this order:
+//!
+//! - [`server`] accepts connections (HTTP/1.x and h2c), enforces the header
+//!   read timeout and drains on shutdown ([`shutdown`] turns signals into
+//!   that future);
+//! - [`service`] gives the request its correlation id, checks limits, asks
+//!   [`router`] for the route and runs it;
+//! - [`proxy`] passes the request through to the backend with [`headers`]
+//!   hygiene, over the pooled clients of [`upstream`], streaming [`body`];
+//! - any failure is an [`error::Error`], which becomes the client's
+//!   problem+json answer in exactly one place.
+//!
+//! [`config`] is the validated configuration everything reads; [`admin`]
+//! serves health on its own listener.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod upstream;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{Config, ConfigError};
+pub use upstream::TrustError;
+
+/// The sockets Baton serves: client traffic and, optionally, admin.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the config names.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let main = TcpListener::bind(config.server.listen).await?;
+        let admin = match config.server.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { main, admin })
+    }
+}
+
+/// A configured proxy, ready to serve.
+pub struct Baton {
+    shared: Arc<service::Shared>,
+}
+
+impl Baton {
+    /// Builds the backend clients; fails when an `https://` backend has no
+    /// usable trust anchors.
+    pub fn new(config: Config) -> Result<Baton, TrustError> {
+        let upstreams = upstream::Upstreams::new(&config)?;
+        Ok(Baton {
+            shared: Arc::new(service::Shared {
+                config: Arc::new(config),
+                upstreams,
+            }),
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the configured
+    /// grace period and returns.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let (draining, draining_rx) = watch::channel(false);
+        let admin = listeners
+            .admin
+            .map(|listener| tokio::spawn(admin::serve(listener, draining_rx)));
+        let shutdown = async move {
+            shutdown.await;
+            let _ = draining.send(true);
+        };
+        let result = server::serve(listeners.main, self.shared, shutdown).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        result
+    }
+}

@@ -1,0 +1,178 @@
+//! Pass-through: forward one request to its route's backend and stream the
+//! answer back, as a faithful reverse proxy.
+//!
+//! Bodies are never collected: the client's body becomes the backend
+//! request's body (behind the size limit) and the backend's body becomes
+//! the client's, so a gigabyte moves through a few buffers. The only edits
+//! are the ones a proxy owes both sides: hop-by-hop hygiene, `Via`, the
+//! `X-Forwarded-*` fields, `Host`, and the route's path rewrite. An
+//! `Upgrade` (WebSocket and friends) becomes a byte tunnel once the backend
+//! agrees with a `101`.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use crate::body::{self, Body};
+use crate::config::{BackendConfig, Route};
+use crate::error::{BackendError, ClientError, Error};
+use crate::headers;
+use crate::upstream::Upstream;
+
+/// What the proxy needs to know about the request beyond the request.
+pub struct Forward<'a> {
+    pub route: &'a Route,
+    pub upstream: &'a Upstream,
+    pub peer: SocketAddr,
+    pub max_request_body: u64,
+}
+
+pub async fn forward(
+    cx: Forward<'_>,
+    mut request: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let backend = &cx.upstream.config;
+    if let Some(length) = content_length(request.headers()) {
+        if length > cx.max_request_body {
+            return Err(ClientError::BodyTooLarge {
+                limit: cx.max_request_body,
+            }
+            .into());
+        }
+    }
+    let upgrade = headers::upgrade_protocol(request.version(), request.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+
+    let (mut parts, incoming) = request.into_parts();
+    let client_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| authority_header(&parts.uri));
+    parts.uri = backend_uri(backend, cx.route, &parts.uri)?;
+    let headers = &mut parts.headers;
+    headers::strip_hop_by_hop(headers);
+    headers::add_forwarded(headers, cx.peer.ip(), client_host.as_ref());
+    headers::add_via(headers, parts.version);
+    let host = match (&client_host, backend.preserve_host) {
+        (Some(host), true) => host.clone(),
+        _ => HeaderValue::from_str(backend.authority.as_str())
+            .map_err(|e| Error::Internal(e.into()))?,
+    };
+    headers.insert(header::HOST, host);
+    if let Some(protocol) = &upgrade {
+        headers::set_upgrade(headers, protocol.clone());
+    }
+    // Backends speak HTTP/1.1 whatever the client spoke; hyper frames the
+    // body (chunked or sized) from the body's own size hint.
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    let outgoing = Request::from_parts(parts, body::limited(incoming, cx.max_request_body));
+
+    let mut response = cx.upstream.send(outgoing).await?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            return tunnel(backend, client_upgrade, response);
+        }
+        return Err(Error::backend(
+            &backend.name,
+            BackendError::Upgrade("answered 101 to a request that asked for no upgrade".into()),
+        ));
+    }
+    let version = response.version();
+    headers::strip_hop_by_hop(response.headers_mut());
+    headers::add_via(response.headers_mut(), version);
+    Ok(response.map(body::stream))
+}
+
+/// Answers the client's upgrade with the backend's `101` and, once both
+/// sides have switched, copies bytes both ways until either closes.
+fn tunnel(
+    backend: &BackendConfig,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    mut response: Response<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let Some(protocol) = response.headers().get(header::UPGRADE).cloned() else {
+        return Err(Error::backend(
+            &backend.name,
+            BackendError::Upgrade("101 without an Upgrade header".into()),
+        ));
+    };
+    let backend_upgrade = hyper::upgrade::on(&mut response);
+    let name = backend.name.clone();
+    tokio::spawn(async move {
+        match tokio::try_join!(client_upgrade, backend_upgrade) {
+            Ok((client, backend)) => {
+                let mut client = TokioIo::new(client);
+                let mut backend = TokioIo::new(backend);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                    debug!(backend = %name, error = %e, "upgraded tunnel closed with an error");
+                }
+            }
+            Err(e) => debug!(backend = %name, error = %e, "upgrade did not complete"),
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_upgrade(&mut parts.headers, protocol);
+    Ok(Response::from_parts(parts, body::empty()))
+}
+
+/// The backend URL for a client's request target: the backend's base path,
+/// then the route's rewrite of the client's path, then the query as sent.
+fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Result<Uri, Error> {
+    let mut path = client.path();
+    if let Some(prefix) = &route.strip_prefix {
+        if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+            // Only whole segments: `/api` strips from `/api/x`, not `/apix`.
+            if rest.is_empty() || rest.starts_with('/') {
+                path = rest;
+            }
+        }
+    }
+    let add = route.add_prefix.as_deref().unwrap_or("");
+    let mut target = String::with_capacity(
+        backend.base_path.len()
+            + add.len()
+            + path.len()
+            + client.query().map_or(0, |q| q.len() + 1),
+    );
+    target.push_str(&backend.base_path);
+    target.push_str(add);
+    if path.is_empty() {
+        target.push('/');
+    } else {
+        target.push_str(path);
+    }
+    if let Some(query) = client.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    Uri::builder()
+        .scheme(backend.scheme.clone())
+        .authority(backend.authority.clone())
+        .path_and_query(target)
+        .build()
+        .map_err(|e| {
+            ClientError::BadRequest(format!("cannot rewrite the request path: {e}")).into()
+        })
+}
+
+fn authority_header(uri: &Uri) -> Option<HeaderValue> {
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
