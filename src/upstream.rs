@@ -21,7 +21,7 @@ use rustls::RootCertStore;
 
 use crate::body::{self, Body};
 use crate::config::{BackendConfig, Config};
-use crate::error::{chain, BackendError, BoxError, ClientError, Error};
+use crate::error::{chain, BackendError, ClientError, Error};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -143,64 +143,52 @@ impl Upstream {
     /// client body that broke or overflowed is the client's, not the
     /// backend's.
     fn classify(&self, err: hyper_util::client::legacy::Error) -> Error {
-        let cause = chain(&err);
-        let mut source: Option<&(dyn StdError + 'static)> = Some(&err);
-        while let Some(e) = source {
-            if let Some(too_large) = e.downcast_ref::<body::TooLarge>() {
-                return Error::Client(ClientError::BodyTooLarge {
-                    limit: too_large.limit,
-                });
-            }
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-                let kind = BackendError::Tls {
-                    cause: tls.to_string(),
-                    source: Box::new(tls.clone()),
-                };
-                return Error::backend(&self.config.name, kind);
-            }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if err.is_connect() {
-                    match io.kind() {
-                        std::io::ErrorKind::ConnectionRefused => {
-                            return Error::backend(
-                                &self.config.name,
-                                BackendError::Refused(cause.into()),
-                            )
-                        }
-                        std::io::ErrorKind::TimedOut => {
-                            return Error::backend(
-                                &self.config.name,
-                                BackendError::ConnectTimeout(self.config.connect_timeout),
-                            )
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if let Some(hyper_err) = e.downcast_ref::<hyper::Error>() {
-                if hyper_err.is_user() && !err.is_connect() {
-                    return Error::Client(ClientError::BodyRead(cause.into()));
-                }
-            }
-            source = e.source();
+        let backend = |kind| Error::backend(&self.config.name, kind);
+        if let Some(too_large) = find::<body::TooLarge>(&err) {
+            return Error::Client(ClientError::BodyTooLarge {
+                limit: too_large.limit,
+            });
         }
-        let boxed: BoxError = Box::new(err);
-        let kind = if is_connect(&boxed) {
-            BackendError::Connect {
-                cause,
-                source: boxed,
-            }
-        } else {
-            BackendError::Broken {
-                cause,
-                source: boxed,
-            }
-        };
-        Error::backend(&self.config.name, kind)
+        if let Some(tls) = find::<rustls::Error>(&err) {
+            return backend(BackendError::Tls {
+                cause: tls.to_string(),
+                source: Box::new(tls.clone()),
+            });
+        }
+        let cause = chain(&err);
+        if err.is_connect() {
+            return match find::<std::io::Error>(&err).map(std::io::Error::kind) {
+                Some(std::io::ErrorKind::ConnectionRefused) => {
+                    backend(BackendError::Refused(cause.into()))
+                }
+                Some(std::io::ErrorKind::TimedOut) => {
+                    backend(BackendError::ConnectTimeout(self.config.connect_timeout))
+                }
+                _ => backend(BackendError::Connect {
+                    cause,
+                    source: Box::new(err),
+                }),
+            };
+        }
+        if find::<hyper::Error>(&err).is_some_and(hyper::Error::is_user) {
+            // The client's body stream failed (it hung up mid-upload).
+            return Error::Client(ClientError::BodyRead(Box::new(err)));
+        }
+        backend(BackendError::Broken {
+            cause,
+            source: Box::new(err),
+        })
     }
 }
 
-fn is_connect(err: &BoxError) -> bool {
-    err.downcast_ref::<hyper_util::client::legacy::Error>()
-        .is_some_and(|e| e.is_connect())
+/// The first error of type `T` in `err`'s source chain.
+fn find<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
 }

@@ -1,0 +1,7 @@
+//! Baton's integration tests: one binary, real servers on 127.0.0.1:0,
+//! real HTTP on the wire. `support` holds the harness and fake backends.
+
+mod support;
+
+mod config_files;
+mod passthrough;
