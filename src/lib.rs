@@ -86,11 +86,7 @@ impl Baton {
         let admin = listeners
             .admin
             .map(|listener| tokio::spawn(admin::serve(listener, draining_rx)));
-        let shutdown = async move {
-            shutdown.await;
-            let _ = draining.send(true);
-        };
-        let result = server::serve(listeners.main, self.shared, shutdown).await;
+        let result = server::serve(listeners.main, self.shared, shutdown, draining).await;
         if let Some(admin) = admin {
             admin.abort();
         }

@@ -21,11 +21,13 @@ use tracing::{debug, info, warn};
 
 use crate::service::{self, Shared};
 
-/// Serves `listener` until `shutdown` resolves, then drains.
+/// Serves `listener` until `shutdown` resolves, then drains. `draining`
+/// turns true once the listener is closed, so readiness reports the truth.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
+    draining: watch::Sender<bool>,
 ) -> io::Result<()> {
     let server = &shared.config.server;
     let grace = server.shutdown_grace;
@@ -88,6 +90,7 @@ pub async fn serve(
     }
 
     drop(listener);
+    let _ = draining.send(true);
     info!(grace = ?grace, open = graceful.count(), "shutting down: draining connections");
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -188,7 +188,16 @@ fn find<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<
         if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
-        source = e.source();
+        // An `io::Error` wrapping another error (as tokio-rustls wraps the
+        // TLS alert) reports the wrapped error's source, skipping the
+        // wrapped error itself; look at it directly.
+        source = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

@@ -3,5 +3,10 @@
 
 mod support;
 
+mod cli;
 mod config_files;
 mod passthrough;
+mod shutdown;
+mod streaming;
+mod tls;
+mod websocket;

@@ -1,0 +1,121 @@
+//! The `baton` binary: `check`, `run`, exit codes, and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::support::{get, Backend};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+fn baton(args: &[&str]) -> std::process::Output {
+    Command::new(BATON).args(args).output().expect("run baton")
+}
+
+fn temp_config(contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("baton-cli-{:016x}.toml", fastrand::u64(..)));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_shipped_configs() {
+    for file in ["config/example.toml", "config/baton.toml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = baton(&["check", &path]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+}
+
+#[test]
+fn bad_config_exits_64_naming_file_line_column_and_key() {
+    let path = temp_config("[server]\nlisten = \"127.0.0.1:0\"\n\n[backends.app]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n");
+    for args in [
+        vec!["check", path.to_str().unwrap()],
+        vec!["run", "--config", path.to_str().unwrap()],
+    ] {
+        let out = baton(&args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "{}:6:1: `backends.app.conect_timeout`: unknown field `conect_timeout`",
+            path.display()
+        );
+        assert!(stderr.contains(&expected), "{args:?}: {stderr}");
+    }
+    let missing = baton(&["run", "--config", "/nonexistent/baton.toml"]);
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/baton.toml"));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn version_and_help() {
+    let version = baton(&["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("baton {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = String::from_utf8_lossy(&baton(&["--help"]).stdout).into_owned();
+    for command in ["run", "check"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+#[tokio::test]
+async fn run_serves_until_sigterm_then_exits_cleanly() {
+    let backend = Backend::echo().await;
+    let path = temp_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[backends.app]\nurl = \"http://{}\"\n[[routes]]\nname = \"all\"\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n",
+        backend.addr
+    ));
+    let mut child = Command::new(BATON)
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The address comes from Baton's own "listening" log line.
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("baton exited before listening")
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if json["fields"]["message"] == "listening" {
+                return json["fields"]["address"].as_str().unwrap().to_owned();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let answer = get(&format!("http://{addr}/via-process")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-echo-target"), Some("/via-process"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let _ = std::fs::remove_file(path);
+}
