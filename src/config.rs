@@ -11,7 +11,7 @@ mod raw;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,7 +139,10 @@ impl Config {
         let raw: RawConfig = cx.deserialize()?;
         let server = cx.server(&raw.server)?;
         let mut backends = HashMap::with_capacity(raw.backends.len());
-        for (name, backend) in &raw.backends {
+        // In file order, so the first error reported is the first in the file.
+        let mut in_file_order: Vec<_> = raw.backends.iter().collect();
+        in_file_order.sort_by_key(|(_, backend)| backend.span().start);
+        for (name, backend) in in_file_order {
             backends.insert(name.as_str(), Arc::new(cx.backend(name, backend)?));
         }
         let mut names = HashSet::new();
@@ -202,9 +205,18 @@ impl Cx<'_> {
         })
     }
 
-    fn toml_error(&self, error: &toml::de::Error, key: String) -> ConfigError {
+    fn toml_error(&self, error: &toml::de::Error, mut key: String) -> ConfigError {
         let span = error.span().unwrap_or(0..0);
-        self.error(span, key, error.message().trim().replace('\n', "; "))
+        let message = error.message().trim().replace('\n', "; ");
+        // serde reports a missing field against the table that lacks it;
+        // the user needs the name of the key to add.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            key = format!("{key}.{field}");
+        }
+        self.error(span, key, message)
     }
 
     /// Parses a spanned string with `parse`, turning its error into one
@@ -243,7 +255,7 @@ impl Cx<'_> {
         value: Option<&Spanned<String>>,
         key: impl FnOnce() -> String,
         default: u64,
-        range: Range<u64>,
+        range: RangeInclusive<u64>,
     ) -> Result<u64, ConfigError> {
         let Some(value) = value else {
             return Ok(default);
@@ -257,9 +269,9 @@ impl Cx<'_> {
                 .as_u64();
             if !range.contains(&size) {
                 return Err(format!(
-                    "{text:?} is out of range: must be at least {} and below {}",
-                    bytesize::ByteSize(range.start).display().iec(),
-                    bytesize::ByteSize(range.end).display().iec()
+                    "{text:?} is out of range: must be at least {} and at most {}",
+                    bytesize::ByteSize(*range.start()).display().iec(),
+                    bytesize::ByteSize(*range.end()).display().iec()
                 ));
             }
             Ok(size)
@@ -271,7 +283,7 @@ impl Cx<'_> {
         value: Option<&Spanned<i64>>,
         key: impl FnOnce() -> String,
         default: usize,
-        range: Range<i64>,
+        range: RangeInclusive<i64>,
     ) -> Result<usize, ConfigError> {
         let Some(value) = value else {
             return Ok(default);
@@ -282,8 +294,9 @@ impl Cx<'_> {
                 value.span(),
                 key(),
                 format!(
-                    "{n} is out of range: must be at least {} and below {}",
-                    range.start, range.end
+                    "{n} is out of range: must be at least {} and at most {}",
+                    range.start(),
+                    range.end()
                 ),
             ));
         }
@@ -321,13 +334,13 @@ impl Cx<'_> {
                 raw.max_header_size.as_ref(),
                 key("max_header_size"),
                 defaults::MAX_HEADER_SIZE as u64,
-                1024..1024 * 1024 + 1,
+                1024..=1024 * 1024,
             )? as usize,
             max_request_body: self.size(
                 raw.max_request_body.as_ref(),
                 key("max_request_body"),
                 defaults::MAX_REQUEST_BODY,
-                0..u64::MAX,
+                1..=u64::MAX,
             )?,
             header_read_timeout: self.duration(
                 raw.header_read_timeout.as_ref(),
@@ -339,7 +352,7 @@ impl Cx<'_> {
                 raw.max_connections.as_ref(),
                 key("max_connections"),
                 defaults::MAX_CONNECTIONS,
-                1..1_000_001,
+                1..=1_000_000,
             )?,
             shutdown_grace: self.duration(
                 raw.shutdown_grace.as_ref(),
@@ -399,7 +412,7 @@ impl Cx<'_> {
                 raw.pool_max_idle.as_ref(),
                 key("pool_max_idle"),
                 defaults::POOL_MAX_IDLE,
-                0..100_001,
+                0..=100_000,
             )?,
             preserve_host: raw.preserve_host.unwrap_or(false),
             ca_certificates,
@@ -488,6 +501,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn parse_base_url(text: &str) -> Result<(Scheme, Authority, String), String> {
+    if let Some(rest) = text.split_once("://").map(|(_, rest)| rest) {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("{text:?} has no host"));
+        }
+    }
     let uri: Uri = text
         .parse()
         .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
@@ -499,7 +517,7 @@ fn parse_base_url(text: &str) -> Result<(Scheme, Authority, String), String> {
             ))
         }
     };
-    let Some(authority) = uri.authority().cloned() else {
+    let Some(authority) = uri.authority().cloned().filter(|a| !a.host().is_empty()) else {
         return Err(format!("{text:?} has no host"));
     };
     if authority.as_str().contains('@') {

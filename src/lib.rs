@@ -47,9 +47,9 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the addresses the config names.
-    pub async fn bind(config: &Config) -> io::Result<Listeners> {
-        let main = TcpListener::bind(config.server.listen).await?;
-        let admin = match config.server.admin {
+    pub async fn bind(server: &config::ServerConfig) -> io::Result<Listeners> {
+        let main = TcpListener::bind(server.listen).await?;
+        let admin = match server.admin {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };

@@ -73,19 +73,22 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Trust anchors are checked before any port is bound: a config that
+    // cannot work never half-starts.
+    let server = config.server.clone();
+    let baton = match Baton::new(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     runtime.block_on(async move {
-        let listeners = match Listeners::bind(&config).await {
+        let listeners = match Listeners::bind(&server).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", config.server.listen);
+                eprintln!("error: cannot listen on {}: {e}", server.listen);
                 return ExitCode::FAILURE;
-            }
-        };
-        let baton = match Baton::new(config) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(EXIT_CONFIG);
             }
         };
         let shutdown = match baton::shutdown::on_terminate() {

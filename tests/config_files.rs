@@ -352,12 +352,12 @@ fn missing_backend_url() {
 [backends.app]
 connect_timeout = "1s"
 "#;
-    check(src, "backends.app", 3, 1, "missing field `url`");
+    check(src, "backends.app.url", 3, 1, "missing field `url`");
 
     // Inline table: points at its `{`.
     check(
         "backends = { app = { connect_timeout = \"1s\" } }\n",
-        "backends.app",
+        "backends.app.url",
         1,
         20,
         "missing field `url`",
@@ -368,13 +368,13 @@ connect_timeout = "1s"
 fn missing_route_fields() {
     // The route's `[[routes]]` header is line 4.
     let src = format!("{BACKEND}\n[[routes]]\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n");
-    check(&src, "routes[0]", 4, 1, "missing field `name`");
+    check(&src, "routes[0].name", 4, 1, "missing field `name`");
 
     let src = format!("{BACKEND}\n[[routes]]\nname = \"r\"\nbackend = \"app\"\n");
-    check(&src, "routes[0]", 4, 1, "missing field `match`");
+    check(&src, "routes[0].match", 4, 1, "missing field `match`");
 
     let src = format!("{BACKEND}\n[[routes]]\nname = \"r\"\nmatch = {{ path = \"/*\" }}\n");
-    check(&src, "routes[0]", 4, 1, "missing field `backend`");
+    check(&src, "routes[0].backend", 4, 1, "missing field `backend`");
 }
 
 #[test]
@@ -387,7 +387,7 @@ name = "r"
 backend = "app"
 match = { methods = ["GET"] }
 "#;
-    check(src, "routes[0].match", 6, 9, "missing field `path`");
+    check(src, "routes[0].match.path", 6, 9, "missing field `path`");
 
     // Sub-table: points at its header.
     let src = r#"[backends.app]
@@ -399,7 +399,7 @@ backend = "app"
 [routes.match]
 host = "a.example"
 "#;
-    check(src, "routes[0].match", 7, 1, "missing field `path`");
+    check(src, "routes[0].match.path", 7, 1, "missing field `path`");
 }
 
 #[test]
@@ -984,4 +984,46 @@ backend = "zeta"
     assert_eq!(find("/orders/1"), Some("orders"));
     assert_eq!(find("/api/orders/1"), Some("api"));
     assert_eq!(find("/other"), Some("catch-all"));
+}
+
+#[test]
+fn zero_body_limit_is_refused_rather_than_read_as_unlimited() {
+    check(
+        "[server]\nmax_request_body = \"0B\"\n",
+        "server.max_request_body",
+        2,
+        20,
+        "must be at least 1 B",
+    );
+}
+
+#[test]
+fn size_limits_are_inclusive_and_say_so() {
+    let src = "[server]\nmax_header_size = \"1MiB\"\n";
+    assert_eq!(parse(src).server.max_header_size, 1024 * 1024);
+    check(
+        "[server]\nmax_header_size = \"2MiB\"\n",
+        "server.max_header_size",
+        2,
+        19,
+        "at most 1.0 MiB",
+    );
+}
+
+#[test]
+fn url_without_a_host_says_so() {
+    check(
+        "[backends.app]\nurl = \"http://\"\n",
+        "backends.app.url",
+        2,
+        7,
+        "has no host",
+    );
+}
+
+#[test]
+fn backend_errors_come_in_file_order() {
+    // `zeta` sorts after `alpha` but comes first in the file.
+    let src = "[backends.zeta]\nurl = \"ftp://z\"\n\n[backends.alpha]\nurl = \"ftp://a\"\n";
+    check(src, "backends.zeta.url", 2, 7, "http://");
 }
