@@ -7,7 +7,14 @@
 //! fills defaults. Any failure is a [`ConfigError`] naming the file, line,
 //! column and key, so a bad file is refused before a port is bound.
 
+mod facade;
+mod presets;
 mod raw;
+
+pub use facade::{
+    AsyncRoute, Cancel, Failure, Handle, HandleSource, JobDetect, NotFound, Origin, PollSchedule,
+    ResultSource, StateReader, StateRules,
+};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -83,6 +90,8 @@ pub struct Route {
     pub backend: Arc<BackendConfig>,
     pub strip_prefix: Option<String>,
     pub add_prefix: Option<String>,
+    /// Present: a sync facade over a job API rather than a pass-through.
+    pub facade: Option<Arc<AsyncRoute>>,
 }
 
 /// A config that cannot be used, with where and why.
@@ -481,6 +490,10 @@ impl Cx<'_> {
             Some(p) => Some(self.value(p, key("add_prefix"), parse_prefix)?),
             None => None,
         };
+        let facade = match &raw.facade {
+            Some(table) => Some(Arc::new(self.facade(index, table)?)),
+            None => None,
+        };
         Ok(Route {
             name: name.as_str().into(),
             methods,
@@ -489,6 +502,7 @@ impl Cx<'_> {
             backend,
             strip_prefix,
             add_prefix,
+            facade,
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod job;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -56,6 +56,9 @@ pub struct RawRoute {
     pub backend: Spanned<String>,
     pub strip_prefix: Option<Spanned<String>>,
     pub add_prefix: Option<Spanned<String>>,
+    /// Present: the route is a sync facade over a job API.
+    #[serde(rename = "async")]
+    pub facade: Option<Spanned<RawAsync>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,4 +68,127 @@ pub struct RawMatch {
     pub methods: Vec<Spanned<String>>,
     pub path: Spanned<String>,
     pub host: Option<Spanned<String>>,
+}
+
+/// One value or a list of them (`header = "Location"` or
+/// `header = ["Operation-Location", "Azure-AsyncOperation"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// `[routes.async]`. Every field is optional here because a preset may
+/// supply it; `config.rs` merges the route over its preset.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAsync {
+    pub preset: Option<Spanned<String>>,
+    pub wait: Option<Spanned<String>>,
+    pub max_wait: Option<Spanned<String>>,
+    pub submit_headers: Option<BTreeMap<String, Spanned<String>>>,
+    pub poll_headers: Option<BTreeMap<String, Spanned<String>>>,
+    pub forward_headers: Option<Vec<Spanned<String>>>,
+    pub allow_origins: Option<Vec<Spanned<String>>>,
+    pub max_status_body: Option<Spanned<String>>,
+    pub max_result_body: Option<Spanned<String>>,
+    pub max_hops: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub job: RawJob,
+    #[serde(default)]
+    pub handle: RawHandle,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub result: RawResult,
+    #[serde(default)]
+    pub failure: RawFailure,
+    #[serde(default)]
+    pub poll: RawPoll,
+    #[serde(default)]
+    pub cancel: RawCancel,
+}
+
+/// Which submit answers are jobs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    pub statuses: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub needs_handle: Option<bool>,
+}
+
+/// Where the status monitor's URL (and the job id) come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandle {
+    pub header: Option<Spanned<OneOrMany<Spanned<String>>>>,
+    pub pointer: Option<Spanned<String>>,
+    pub template: Option<Spanned<String>>,
+    pub id_pointer: Option<Spanned<String>>,
+}
+
+/// How a status answer says what the job is doing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub running_statuses: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub redirect_statuses: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub not_found: Option<Spanned<String>>,
+    pub pointer: Option<Spanned<String>>,
+    pub running: Option<Vec<Spanned<String>>>,
+    pub succeeded: Option<Vec<Spanned<String>>>,
+    pub failed: Option<Vec<Spanned<String>>>,
+    pub canceled: Option<Vec<Spanned<String>>>,
+    pub done_pointer: Option<Spanned<String>>,
+    pub error_pointer: Option<Spanned<String>>,
+}
+
+/// Where the finished job's result is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResult {
+    pub from: Option<Spanned<String>>,
+    pub pointer: Option<Spanned<String>>,
+    pub template: Option<Spanned<String>>,
+}
+
+/// What a failed job answers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailure {
+    pub status: Option<Spanned<i64>>,
+    pub pointers: Option<Vec<Spanned<String>>>,
+}
+
+/// The polling schedule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    pub initial: Option<Spanned<String>>,
+    pub factor: Option<Spanned<f64>>,
+    pub jitter: Option<Spanned<f64>>,
+    pub min_interval: Option<Spanned<String>>,
+    pub max_interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_failures: Option<Spanned<i64>>,
+}
+
+/// Canceling the job when nobody waits for it any more.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCancel {
+    pub on_disconnect: Option<bool>,
+    pub on_timeout: Option<bool>,
+    pub method: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
 }
