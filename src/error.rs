@@ -32,6 +32,13 @@ pub enum Error {
         #[source]
         kind: BackendError,
     },
+    /// The job behind an async route did not produce an answer.
+    #[error("job{}: {kind}", job.describe())]
+    Job {
+        job: JobRef,
+        #[source]
+        kind: JobError,
+    },
     /// A bug or resource failure inside Baton.
     #[error("internal error: {0}")]
     Internal(#[source] BoxError),
@@ -86,7 +93,78 @@ pub enum BackendError {
     Upgrade(String),
 }
 
+/// Which job a failure is about, as the client may see it.
+#[derive(Debug, Clone, Default)]
+pub struct JobRef {
+    pub id: Option<String>,
+    /// The status monitor, as a path through Baton where it can be.
+    pub status_url: Option<String>,
+}
+
+impl JobRef {
+    fn describe(&self) -> String {
+        match &self.id {
+            Some(id) => format!(" {id}"),
+            None => String::new(),
+        }
+    }
+}
+
+/// How following a job went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("the backend accepted the job ({status}) but its answer has no handle: {detail}")]
+    NoHandle { status: StatusCode, detail: String },
+    #[error("the job failed{}", summary(error))]
+    Failed {
+        status: StatusCode,
+        /// The backend's own account of the failure.
+        error: Option<serde_json::Value>,
+    },
+    #[error("the job was canceled")]
+    Canceled,
+    #[error("the job is gone: its status monitor answered {0}")]
+    Gone(StatusCode),
+    #[error("the job did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{attempts} status calls in a row failed; the last: {cause}")]
+    PollFailed { attempts: u32, cause: String },
+    #[error(
+        "refusing to follow {url}: it is not on the backend's origin or the route's allow-list"
+    )]
+    OffOrigin { url: String },
+    #[error("more than {0} redirects, or a redirect loop, fetching the result")]
+    TooManyHops(usize),
+    #[error("the {what} exceeds the route's limit of {limit} bytes")]
+    BodyTooLarge { what: &'static str, limit: u64 },
+    #[error("the backend's answer cannot be read: {0}")]
+    BadAnswer(String),
+    #[error("calling the backend failed: {0}")]
+    Call(#[source] BackendError),
+}
+
+/// The backend's error message, when it gave one: a string, or an
+/// object's `message`.
+fn summary(error: &Option<serde_json::Value>) -> String {
+    let text = match error {
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(v) => match v.get("message").and_then(|m| m.as_str()) {
+            Some(m) => m,
+            None => return String::new(),
+        },
+        None => return String::new(),
+    };
+    format!(": {text}")
+}
+
 impl Error {
+    pub fn job(job: &JobRef, kind: JobError) -> Self {
+        Error::Job {
+            job: job.clone(),
+            kind,
+        }
+    }
+
     pub fn backend(backend: &str, kind: BackendError) -> Self {
         Error::Backend {
             backend: backend.to_owned(),
@@ -105,6 +183,14 @@ impl Error {
             },
             Error::Backend { kind, .. } => match kind {
                 BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            Error::Job { kind, .. } => match kind {
+                JobError::Failed { status, .. } => *status,
+                JobError::Timeout(_)
+                | JobError::Call(BackendError::Timeout(_) | BackendError::ConnectTimeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 _ => StatusCode::BAD_GATEWAY,
@@ -134,6 +220,19 @@ impl Error {
                 BackendError::Broken { .. } => "backend-broken",
                 BackendError::Upgrade(_) => "backend-upgrade",
             },
+            Error::Job { kind, .. } => match kind {
+                JobError::NoHandle { .. } => "job-no-handle",
+                JobError::Failed { .. } => "job-failed",
+                JobError::Canceled => "job-canceled",
+                JobError::Gone(_) => "job-gone",
+                JobError::Timeout(_) => "job-timeout",
+                JobError::PollFailed { .. } => "job-poll-failed",
+                JobError::OffOrigin { .. } => "job-off-origin",
+                JobError::TooManyHops(_) => "job-too-many-hops",
+                JobError::BodyTooLarge { .. } => "job-body-too-large",
+                JobError::BadAnswer(_) => "job-bad-answer",
+                JobError::Call(_) => "job-backend-call",
+            },
             Error::Internal(_) => "internal",
             Error::ShuttingDown => "shutting-down",
         }
@@ -151,6 +250,13 @@ impl Error {
                 BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => "Backend timed out",
                 _ => "Backend unavailable",
             },
+            Error::Job { kind, .. } => match kind {
+                JobError::Failed { .. } => "The job failed",
+                JobError::Canceled => "The job was canceled",
+                JobError::Gone(_) => "The job is gone",
+                JobError::Timeout(_) => "The job did not finish in time",
+                _ => "The job could not be followed",
+            },
             Error::Internal(_) => "Internal error",
             Error::ShuttingDown => "Shutting down",
         }
@@ -159,13 +265,27 @@ impl Error {
     /// The one mapping from a failure to what the client receives.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
-        let problem = serde_json::json!({
+        let mut problem = serde_json::json!({
             "type": format!("urn:baton:problem:{}", self.slug()),
             "title": self.title(),
             "status": status.as_u16(),
             "detail": self.detail(),
             "request_id": request_id,
         });
+        if let Error::Job { job, kind } = &self {
+            if let Some(id) = &job.id {
+                problem["job_id"] = id.as_str().into();
+            }
+            if let Some(url) = &job.status_url {
+                problem["status_url"] = url.as_str().into();
+            }
+            if let JobError::Failed {
+                error: Some(error), ..
+            } = kind
+            {
+                problem["error"] = error.clone();
+            }
+        }
         let mut response = Response::new(body::full(Bytes::from(problem.to_string())));
         *response.status_mut() = status;
         let headers = response.headers_mut();

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod correlation;
 pub mod error;
 pub mod headers;
 pub mod job;

@@ -36,6 +36,32 @@ pub async fn forward(
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let backend = &cx.upstream.config;
+    let upgrade = headers::upgrade_protocol(request.version(), request.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let mut outgoing = prepare(&cx, request)?;
+    if let Some(protocol) = upgrade {
+        headers::set_upgrade(outgoing.headers_mut(), protocol);
+    }
+
+    let response = cx.upstream.send(outgoing).await?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            return tunnel(backend, client_upgrade, response);
+        }
+        return Err(Error::backend(
+            &backend.name,
+            BackendError::Upgrade("answered 101 to a request that asked for no upgrade".into()),
+        ));
+    }
+    Ok(finish(response))
+}
+
+/// The client's request as its backend should receive it: the route's
+/// target URL, hygienic headers, forwarding fields, `Host`, and the body
+/// behind the size limit. Also the first step of a facade's submit.
+pub fn prepare(cx: &Forward<'_>, request: Request<Incoming>) -> Result<Request<Body>, Error> {
+    let backend = &cx.upstream.config;
     if let Some(length) = content_length(request.headers()) {
         if length > cx.max_request_body {
             return Err(ClientError::BodyTooLarge {
@@ -44,9 +70,6 @@ pub async fn forward(
             .into());
         }
     }
-    let upgrade = headers::upgrade_protocol(request.version(), request.headers());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-
     let (mut parts, incoming) = request.into_parts();
     let client_host = parts
         .headers
@@ -64,30 +87,26 @@ pub async fn forward(
             .map_err(|e| Error::Internal(e.into()))?,
     };
     headers.insert(header::HOST, host);
-    if let Some(protocol) = &upgrade {
-        headers::set_upgrade(headers, protocol.clone());
-    }
     // Backends speak HTTP/1.1 whatever the client spoke; hyper frames the
     // body (chunked or sized) from the body's own size hint.
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
-    let outgoing = Request::from_parts(parts, body::limited(incoming, cx.max_request_body));
+    Ok(Request::from_parts(
+        parts,
+        body::limited(incoming, cx.max_request_body),
+    ))
+}
 
-    let mut response = cx.upstream.send(outgoing).await?;
-
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            return tunnel(backend, client_upgrade, response);
-        }
-        return Err(Error::backend(
-            &backend.name,
-            BackendError::Upgrade("answered 101 to a request that asked for no upgrade".into()),
-        ));
-    }
+/// A backend's response as the client should receive it.
+pub fn finish<B>(mut response: Response<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::error::BoxError>,
+{
     let version = response.version();
     headers::strip_hop_by_hop(response.headers_mut());
     headers::add_via(response.headers_mut(), version);
-    Ok(response.map(body::stream))
+    response.map(body::stream)
 }
 
 /// Answers the client's upgrade with the backend's `101` and, once both
@@ -125,7 +144,7 @@ fn tunnel(
 
 /// The backend URL for a client's request target: the backend's base path,
 /// then the route's rewrite of the client's path, then the query as sent.
-fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Result<Uri, Error> {
+pub fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Result<Uri, Error> {
     let mut path = client.path();
     if let Some(prefix) = &route.strip_prefix {
         if let Some(rest) = path.strip_prefix(prefix.as_str()) {

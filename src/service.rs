@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::HeaderValue;
+use http::header::HeaderMap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -13,8 +13,10 @@ use tracing::{info, warn};
 
 use crate::body::Body;
 use crate::config::Config;
+use crate::correlation;
 use crate::error::{ClientError, Error};
 use crate::headers::{self, X_REQUEST_ID};
+use crate::job;
 use crate::proxy::{self, Forward};
 use crate::router;
 use crate::upstream::Upstreams;
@@ -33,11 +35,13 @@ pub async fn handle(
     mut request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let request_id = request_id(&mut request);
+    let request_id = correlation::request_id(request.headers_mut());
+    let traceparent = correlation::traceparent(request.headers_mut());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut route_name = None;
-    let result = dispatch(&shared, peer, request, &mut route_name).await;
+    let mut extra = HeaderMap::new();
+    let result = dispatch(&shared, peer, request, started, &mut route_name, &mut extra).await;
     let outcome;
     let mut response = match result {
         Ok(response) => {
@@ -52,9 +56,10 @@ pub async fn handle(
             err.into_response(request_id.to_str().unwrap_or_default())
         }
     };
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, request_id.clone());
+    let headers = response.headers_mut();
+    headers.extend(extra);
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    headers.insert(correlation::TRACEPARENT, traceparent);
     info!(
         target: "baton::access",
         %method,
@@ -72,7 +77,9 @@ async fn dispatch(
     shared: &Shared,
     peer: SocketAddr,
     request: Request<Incoming>,
+    started: Instant,
     route_name: &mut Option<Arc<str>>,
+    extra: &mut HeaderMap,
 ) -> Result<Response<Body>, Error> {
     let config = &shared.config;
     let target_len = request
@@ -111,20 +118,8 @@ async fn dispatch(
         peer,
         max_request_body: config.server.max_request_body,
     };
-    proxy::forward(cx, request).await
-}
-
-/// The client's `X-Request-Id` when it is a sane token, else a fresh one;
-/// either way it is set on the request so every backend call carries it.
-fn request_id(request: &mut Request<Incoming>) -> HeaderValue {
-    let sane = |v: &HeaderValue| {
-        (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    };
-    if let Some(id) = request.headers().get(X_REQUEST_ID).filter(|v| sane(v)) {
-        return id.clone();
+    match &route.facade {
+        Some(facade) => job::handle(cx, facade, request, started, extra).await,
+        None => proxy::forward(cx, request).await,
     }
-    let id = HeaderValue::try_from(format!("{:032x}", fastrand::u128(..)))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"));
-    request.headers_mut().insert(X_REQUEST_ID, id.clone());
-    id
 }

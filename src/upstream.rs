@@ -128,7 +128,16 @@ impl Upstream {
     /// Sends `request` and waits for the response head, at most the
     /// backend's response timeout. The body then streams on its own time.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Error> {
-        let timeout = self.config.response_timeout;
+        self.send_within(request, self.config.response_timeout)
+            .await
+    }
+
+    /// [`send`](Self::send) with its own limit on the wait for the head.
+    pub async fn send_within(
+        &self,
+        request: Request<Body>,
+        timeout: std::time::Duration,
+    ) -> Result<Response<Incoming>, Error> {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.classify(err)),

@@ -41,7 +41,59 @@ const BACKEND_KEYS: &[&str] = &[
     "preserve_host",
     "ca_file",
 ];
-const ROUTE_KEYS: &[&str] = &["name", "match", "backend", "strip_prefix", "add_prefix"];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "backend",
+    "strip_prefix",
+    "add_prefix",
+    "async",
+];
+const ASYNC_KEYS: &[&str] = &[
+    "preset",
+    "wait",
+    "max_wait",
+    "submit_headers",
+    "poll_headers",
+    "forward_headers",
+    "allow_origins",
+    "max_status_body",
+    "max_result_body",
+    "max_hops",
+    "job",
+    "handle",
+    "state",
+    "result",
+    "failure",
+    "poll",
+    "cancel",
+];
+const ASYNC_JOB_KEYS: &[&str] = &["statuses", "needs_handle"];
+const ASYNC_HANDLE_KEYS: &[&str] = &["header", "pointer", "template", "id_pointer"];
+const ASYNC_STATE_KEYS: &[&str] = &[
+    "running_statuses",
+    "redirect_statuses",
+    "not_found",
+    "pointer",
+    "running",
+    "succeeded",
+    "failed",
+    "canceled",
+    "done_pointer",
+    "error_pointer",
+];
+const ASYNC_RESULT_KEYS: &[&str] = &["from", "pointer", "template"];
+const ASYNC_FAILURE_KEYS: &[&str] = &["status", "pointers"];
+const ASYNC_POLL_KEYS: &[&str] = &[
+    "initial",
+    "factor",
+    "jitter",
+    "min_interval",
+    "max_interval",
+    "timeout",
+    "max_failures",
+];
+const ASYNC_CANCEL_KEYS: &[&str] = &["on_disconnect", "on_timeout", "method", "url"];
 const MATCH_KEYS: &[&str] = &["methods", "path", "host"];
 const TOP_KEYS: &[&str] = &["server", "backends", "routes"];
 
@@ -143,6 +195,25 @@ fn key_lists_match_what_the_loader_accepts() {
     // The loader's own "unknown field" messages list what each table takes;
     // if raw.rs grows a key, this fails until the lists above (and so the
     // example check below) include it.
+    let route = "[[routes]]\nname = \"r\"\nbackend = \"app\"\nmatch = { path = \"/*\" }\n";
+    let nested: Vec<(String, &[&str])> = [
+        ("", ASYNC_KEYS),
+        (".job", ASYNC_JOB_KEYS),
+        (".handle", ASYNC_HANDLE_KEYS),
+        (".state", ASYNC_STATE_KEYS),
+        (".result", ASYNC_RESULT_KEYS),
+        (".failure", ASYNC_FAILURE_KEYS),
+        (".poll", ASYNC_POLL_KEYS),
+        (".cancel", ASYNC_CANCEL_KEYS),
+    ]
+    .into_iter()
+    .map(|(table, keys)| (format!("{route}[routes.async{table}]\nnope = 1\n"), keys))
+    .collect();
+    for (src, keys) in &nested {
+        let (_, _, _, message) = err(src);
+        assert!(message.contains("unknown field `nope`"), "{message}");
+        assert_eq!(expected_fields(&message), *keys, "for:\n{src}");
+    }
     let cases: [(&str, &[&str]); 5] = [
         ("nope = 1\n", TOP_KEYS),
         ("[server]\nnope = 1\n", SERVER_KEYS),
@@ -169,24 +240,39 @@ fn key_lists_match_what_the_loader_accepts() {
 #[test]
 fn example_mentions_every_key() {
     let example = std::fs::read_to_string(EXAMPLE).expect("config/example.toml is readable");
+    // A key is shown when assigned, or when it heads its own table.
     let assigned = |key: &str| {
-        [format!("{key} ="), format!("{key}=")]
-            .iter()
-            .any(|needle| {
-                example.match_indices(needle.as_str()).any(|(at, _)| {
-                    // A whole key, not the tail of a longer one.
-                    example[..at]
-                        .chars()
-                        .next_back()
-                        .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+        example.contains(&format!(".{key}]"))
+            || [format!("{key} ="), format!("{key}=")]
+                .iter()
+                .any(|needle| {
+                    example.match_indices(needle.as_str()).any(|(at, _)| {
+                        // A whole key, not the tail of a longer one.
+                        example[..at]
+                            .chars()
+                            .next_back()
+                            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+                    })
                 })
-            })
     };
-    let missing: Vec<&str> = [SERVER_KEYS, BACKEND_KEYS, ROUTE_KEYS, MATCH_KEYS]
-        .concat()
-        .into_iter()
-        .filter(|key| !assigned(key))
-        .collect();
+    let missing: Vec<&str> = [
+        SERVER_KEYS,
+        BACKEND_KEYS,
+        ROUTE_KEYS,
+        MATCH_KEYS,
+        ASYNC_KEYS,
+        ASYNC_JOB_KEYS,
+        ASYNC_HANDLE_KEYS,
+        ASYNC_STATE_KEYS,
+        ASYNC_RESULT_KEYS,
+        ASYNC_FAILURE_KEYS,
+        ASYNC_POLL_KEYS,
+        ASYNC_CANCEL_KEYS,
+    ]
+    .concat()
+    .into_iter()
+    .filter(|key| !assigned(key))
+    .collect();
     assert!(
         missing.is_empty(),
         "config/example.toml does not show these keys: {missing:?}"

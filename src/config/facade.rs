@@ -13,7 +13,7 @@ use http::{Method, StatusCode, Uri};
 use toml::Spanned;
 
 use super::presets;
-use super::raw::{OneOrMany, RawAsync};
+use super::raw::RawAsync;
 use super::{ConfigError, Cx};
 use crate::job::template::Template;
 
@@ -361,10 +361,13 @@ impl Cx<'_> {
         ];
         let source = match set {
             [true, false, false] => {
-                let spanned = h.header.as_ref().map(|s| s.get_ref().clone());
                 let mut names = Vec::new();
-                for (i, name) in spanned.map(OneOrMany::into_vec).unwrap_or_default().iter().enumerate() {
-                    names.push(self.value(name, || at(&format!("handle.header[{i}]")), header_name)?);
+                if let Some(spanned) = &h.header {
+                    for name in spanned.get_ref().clone().into_vec() {
+                        let name = header_name(&name)
+                            .map_err(|e| self.error(spanned.span(), at("handle.header"), e))?;
+                        names.push(name);
+                    }
                 }
                 if names.is_empty() {
                     return Err(self.error(table.clone(), at("handle.header"), "names no header".into()));

@@ -131,7 +131,7 @@ pub struct RawJob {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHandle {
-    pub header: Option<Spanned<OneOrMany<Spanned<String>>>>,
+    pub header: Option<Spanned<OneOrMany<String>>>,
     pub pointer: Option<Spanned<String>>,
     pub template: Option<Spanned<String>>,
     pub id_pointer: Option<Spanned<String>>,

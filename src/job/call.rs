@@ -1,0 +1,183 @@
+//! One job's calls to its backend after the submit: where they may go,
+//! what they carry, and how a backend URL looks from the client's side.
+//!
+//! Every URL a backend hands us (status monitor, result, redirect) is
+//! resolved against the URL that returned it and must then be on the
+//! backend's origin or the route's allow-list — a `Location` header is not
+//! a licence to make Baton call anywhere (SSRF). The client's credentials
+//! go only to the backend's own origin.
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use url::Url;
+
+use crate::body;
+use crate::config::{AsyncRoute, Origin, Route};
+use crate::correlation::TRACEPARENT;
+use crate::error::{Error, JobError, JobRef};
+use crate::headers::X_REQUEST_ID;
+use crate::upstream::Upstream;
+
+/// What every call of one job needs.
+pub struct JobCalls<'a> {
+    pub route: &'a Route,
+    pub facade: &'a AsyncRoute,
+    pub upstream: &'a Upstream,
+    backend_origin: Origin,
+    /// Sent with every call: correlation and the route's poll headers.
+    common: HeaderMap,
+    /// Sent only to the backend's own origin.
+    credentials: HeaderMap,
+    /// The job as the client may see it in errors.
+    pub job: JobRef,
+}
+
+impl<'a> JobCalls<'a> {
+    /// Picks from the client's headers what follows the job.
+    pub fn new(
+        route: &'a Route,
+        facade: &'a AsyncRoute,
+        upstream: &'a Upstream,
+        client_headers: &HeaderMap,
+    ) -> Self {
+        let backend = &upstream.config;
+        let mut common = facade.poll_headers.clone();
+        for name in [X_REQUEST_ID, TRACEPARENT] {
+            if let Some(value) = client_headers.get(&name) {
+                common.insert(name, value.clone());
+            }
+        }
+        let mut credentials = HeaderMap::new();
+        for name in &facade.credential_headers {
+            for value in client_headers.get_all(name) {
+                credentials.append(name.clone(), value.clone());
+            }
+        }
+        JobCalls {
+            route,
+            facade,
+            upstream,
+            backend_origin: Origin::of(&backend.scheme, &backend.authority),
+            common,
+            credentials,
+            job: JobRef::default(),
+        }
+    }
+
+    pub fn fail(&self, kind: JobError) -> Error {
+        Error::job(&self.job, kind)
+    }
+
+    /// Resolves `reference` against `base` and checks where it points.
+    pub fn resolve(&self, base: &Url, reference: &str) -> Result<Url, Error> {
+        let url = base.join(reference.trim()).map_err(|e| {
+            self.fail(JobError::BadAnswer(format!(
+                "{reference:?} is not a URL ({e})"
+            )))
+        })?;
+        let origin = origin_of(&url);
+        let allowed = origin
+            .as_ref()
+            .is_some_and(|o| *o == self.backend_origin || self.facade.allow_origins.contains(o));
+        if !allowed {
+            return Err(self.fail(JobError::OffOrigin {
+                url: url.to_string(),
+            }));
+        }
+        Ok(url)
+    }
+
+    fn same_origin(&self, url: &Url) -> bool {
+        origin_of(url).is_some_and(|o| o == self.backend_origin)
+    }
+
+    /// A bodiless call (poll, fetch, cancel) to an already-resolved URL.
+    pub fn request(&self, method: Method, url: &Url) -> Result<Request<body::Body>, Error> {
+        let uri: Uri = url
+            .as_str()
+            .parse()
+            .map_err(|e| self.fail(JobError::BadAnswer(format!("{url} is not usable ({e})"))))?;
+        let mut request = Request::new(body::empty());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.clone_from(&self.common);
+        if self.same_origin(url) {
+            for (name, value) in &self.credentials {
+                headers.append(name, value.clone());
+            }
+        }
+        if let Some(authority) = request.uri().authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(http::header::HOST, host);
+            }
+        }
+        Ok(request)
+    }
+
+    /// Sends a call, waiting at most `timeout` for the response head.
+    pub async fn send(
+        &self,
+        request: Request<body::Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, Error> {
+        self.upstream.send_within(request, timeout).await
+    }
+
+    /// How the client should see a backend URL: a path on Baton when the
+    /// URL is on the backend's origin (undoing the route's path rewrite),
+    /// else the URL itself.
+    pub fn public_url(&self, url: &Url) -> String {
+        if !self.same_origin(url) {
+            return url.to_string();
+        }
+        let backend = &self.upstream.config;
+        let mut path = url.path();
+        if let Some(rest) = path.strip_prefix(backend.base_path.as_str()) {
+            if rest.starts_with('/') {
+                path = rest;
+            }
+        }
+        let mut public = String::new();
+        match (&self.route.add_prefix, &self.route.strip_prefix) {
+            (Some(added), strip) if path.starts_with(added.as_str()) => {
+                public.push_str(strip.as_deref().unwrap_or(""));
+                public.push_str(&path[added.len()..]);
+            }
+            (None, Some(strip)) => {
+                public.push_str(strip);
+                public.push_str(path);
+            }
+            _ => public.push_str(path),
+        }
+        if public.is_empty() {
+            public.push('/');
+        }
+        if let Some(query) = url.query() {
+            public.push('?');
+            public.push_str(query);
+        }
+        public
+    }
+}
+
+pub fn origin_of(url: &Url) -> Option<Origin> {
+    let scheme = match url.scheme() {
+        "http" => http::uri::Scheme::HTTP,
+        "https" => http::uri::Scheme::HTTPS,
+        _ => return None,
+    };
+    Some(Origin {
+        scheme,
+        host: url.host_str()?.to_ascii_lowercase(),
+        port: url.port_or_known_default()?,
+    })
+}
+
+/// The URL a request was sent to, as a base for what its answer refers to.
+pub fn url_of(uri: &Uri) -> Result<Url, Error> {
+    Url::parse(&uri.to_string()).map_err(|e| Error::Internal(e.into()))
+}

@@ -1,0 +1,344 @@
+//! Reading a status answer: whatever the dialect, one [`JobState`].
+//!
+//! The route's [`StateRules`] say which status codes mean running or done,
+//! and whether the body carries a state field or a done flag. Transient
+//! failures (5xx, 429) never reach here: the follow loop retries them.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use crate::config::{NotFound, StateReader, StateRules};
+use crate::error::JobError;
+
+use super::schedule;
+
+/// What one status answer says about the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    Running {
+        retry_after: Option<Duration>,
+    },
+    Succeeded {
+        result: Done,
+    },
+    /// The backend's own account of the failure, if the body has one.
+    Failed {
+        problem: Option<Value>,
+    },
+    Canceled,
+    Gone(StatusCode),
+}
+
+/// How a finished job hands over its result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Done {
+    /// A redirect to the result; the value is its `Location`.
+    Redirect(String),
+    /// The state was in the status body; the route says where the result is.
+    InBody,
+}
+
+/// A status answer with its body read (within the route's limit).
+pub struct StatusAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The body as JSON, parsed once when the rules needed it.
+    pub json: Option<Value>,
+}
+
+impl StatusAnswer {
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        StatusAnswer {
+            status,
+            headers,
+            body,
+            json: None,
+        }
+    }
+
+    /// The body as JSON; parses on first use.
+    pub fn json(&mut self) -> Result<&Value, JobError> {
+        if self.json.is_none() {
+            let value = serde_json::from_slice(&self.body).map_err(|e| {
+                JobError::BadAnswer(format!("the {} status body is not JSON ({e})", self.status))
+            })?;
+            self.json = Some(value);
+        }
+        Ok(self.json.get_or_insert(Value::Null))
+    }
+}
+
+/// Reads one status answer. `failure_pointers` pick the backend's error
+/// out of a failed job's body.
+pub fn read(
+    rules: &StateRules,
+    failure_pointers: &[String],
+    answer: &mut StatusAnswer,
+) -> Result<JobState, JobError> {
+    let status = answer.status;
+    let retry_after = schedule::retry_after(&answer.headers, SystemTime::now());
+    if rules.redirect_statuses.contains(&status) {
+        let location = answer
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                JobError::BadAnswer(format!("a {status} status answer without a Location"))
+            })?;
+        return Ok(JobState::Succeeded {
+            result: Done::Redirect(location.to_owned()),
+        });
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Ok(match rules.not_found {
+            NotFound::Gone => JobState::Gone(status),
+            NotFound::Running => JobState::Running { retry_after },
+        });
+    }
+    if status == StatusCode::GONE {
+        return Ok(JobState::Gone(status));
+    }
+    if rules.running_statuses.contains(&status) {
+        return Ok(JobState::Running { retry_after });
+    }
+    if !status.is_success() {
+        return Err(JobError::BadAnswer(format!(
+            "the status monitor answered {status}"
+        )));
+    }
+    match &rules.reader {
+        StateReader::Status => Ok(JobState::Succeeded {
+            result: Done::InBody,
+        }),
+        StateReader::Field {
+            pointer,
+            running,
+            succeeded,
+            failed,
+            canceled,
+        } => {
+            let json = answer.json()?;
+            let Some(value) = json.pointer(pointer).and_then(Value::as_str) else {
+                return Err(JobError::BadAnswer(format!(
+                    "the status body has no state string at {pointer}"
+                )));
+            };
+            let state = value.to_ascii_lowercase();
+            if succeeded.contains(&state) {
+                Ok(JobState::Succeeded {
+                    result: Done::InBody,
+                })
+            } else if failed.contains(&state) {
+                Ok(JobState::Failed {
+                    problem: first_present(json, failure_pointers),
+                })
+            } else if canceled.contains(&state) {
+                Ok(JobState::Canceled)
+            } else {
+                // A state the route does not list counts as running: job
+                // APIs add intermediate states, and the deadline bounds the
+                // wait either way. It is logged, as it may be a typo.
+                if !running.contains(&state) {
+                    tracing::debug!(state = %value, %pointer, "unlisted job state; treating it as running");
+                }
+                Ok(JobState::Running { retry_after })
+            }
+        }
+        StateReader::Done {
+            pointer,
+            error_pointer,
+        } => {
+            let json = answer.json()?;
+            match json.pointer(pointer) {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => {
+                    Ok(JobState::Running { retry_after })
+                }
+                Some(Value::Bool(true)) => {
+                    let error = error_pointer
+                        .as_deref()
+                        .and_then(|p| json.pointer(p))
+                        .filter(|e| !e.is_null());
+                    Ok(match error {
+                        Some(_) => JobState::Failed {
+                            problem: first_present(json, failure_pointers),
+                        },
+                        None => JobState::Succeeded {
+                            result: Done::InBody,
+                        },
+                    })
+                }
+                Some(other) => Err(JobError::BadAnswer(format!(
+                    "the done flag at {pointer} is not a boolean: {other}"
+                ))),
+            }
+        }
+    }
+}
+
+/// The first of `pointers` with a non-null value in `json`.
+pub fn first_present(json: &Value, pointers: &[String]) -> Option<Value> {
+    pointers
+        .iter()
+        .filter_map(|p| json.pointer(p))
+        .find(|v| !v.is_null())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use serde_json::json;
+
+    fn rules(reader: StateReader) -> StateRules {
+        StateRules {
+            running_statuses: vec![StatusCode::ACCEPTED],
+            redirect_statuses: vec![StatusCode::FOUND, StatusCode::SEE_OTHER],
+            not_found: NotFound::Gone,
+            reader,
+        }
+    }
+
+    fn field() -> StateReader {
+        StateReader::Field {
+            pointer: "/status".into(),
+            running: vec!["running".into()],
+            succeeded: vec!["succeeded".into()],
+            failed: vec!["failed".into()],
+            canceled: vec!["canceled".into()],
+        }
+    }
+
+    fn answer(status: u16, body: Value) -> StatusAnswer {
+        StatusAnswer::new(
+            StatusCode::from_u16(status).unwrap(),
+            HeaderMap::new(),
+            Bytes::from(body.to_string()),
+        )
+    }
+
+    #[test]
+    fn state_field_case_insensitive() {
+        let r = rules(field());
+        let p = vec!["/error".to_owned()];
+        assert_eq!(
+            read(&r, &p, &mut answer(200, json!({"status": "Running"}))).unwrap(),
+            JobState::Running { retry_after: None }
+        );
+        assert_eq!(
+            read(&r, &p, &mut answer(200, json!({"status": "SUCCEEDED"}))).unwrap(),
+            JobState::Succeeded {
+                result: Done::InBody
+            }
+        );
+        assert_eq!(
+            read(
+                &r,
+                &p,
+                &mut answer(200, json!({"status": "Failed", "error": {"message": "x"}}))
+            )
+            .unwrap(),
+            JobState::Failed {
+                problem: Some(json!({"message": "x"}))
+            }
+        );
+        assert_eq!(
+            read(&r, &p, &mut answer(200, json!({"status": "canceled"}))).unwrap(),
+            JobState::Canceled
+        );
+        assert!(read(&r, &p, &mut answer(200, json!({"state": "x"}))).is_err());
+        assert!(read(
+            &r,
+            &p,
+            &mut StatusAnswer::new(StatusCode::OK, HeaderMap::new(), Bytes::from("<html>"))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn status_codes_and_redirects() {
+        let r = rules(field());
+        let mut redirect = answer(303, json!(null));
+        redirect
+            .headers
+            .insert("location", HeaderValue::from_static("/result/1"));
+        assert_eq!(
+            read(&r, &[], &mut redirect).unwrap(),
+            JobState::Succeeded {
+                result: Done::Redirect("/result/1".into())
+            }
+        );
+        assert!(
+            read(&r, &[], &mut answer(303, json!(null))).is_err(),
+            "303 needs a Location"
+        );
+        let mut accepted = answer(202, json!(null));
+        accepted
+            .headers
+            .insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(
+            read(&r, &[], &mut accepted).unwrap(),
+            JobState::Running {
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(
+            read(&r, &[], &mut answer(404, json!(null))).unwrap(),
+            JobState::Gone(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            read(&r, &[], &mut answer(410, json!(null))).unwrap(),
+            JobState::Gone(StatusCode::GONE)
+        );
+        let mut unknown_yet = rules(field());
+        unknown_yet.not_found = NotFound::Running;
+        assert_eq!(
+            read(&unknown_yet, &[], &mut answer(404, json!(null))).unwrap(),
+            JobState::Running { retry_after: None }
+        );
+        assert!(read(&r, &[], &mut answer(403, json!(null))).is_err());
+    }
+
+    #[test]
+    fn done_flag_with_error() {
+        let r = rules(StateReader::Done {
+            pointer: "/done".into(),
+            error_pointer: Some("/error".into()),
+        });
+        let p = vec!["/error/message".to_owned()];
+        assert_eq!(
+            read(&r, &p, &mut answer(200, json!({"name": "operations/1"}))).unwrap(),
+            JobState::Running { retry_after: None }
+        );
+        assert_eq!(
+            read(
+                &r,
+                &p,
+                &mut answer(200, json!({"done": true, "response": {}}))
+            )
+            .unwrap(),
+            JobState::Succeeded {
+                result: Done::InBody
+            }
+        );
+        assert_eq!(
+            read(
+                &r,
+                &p,
+                &mut answer(
+                    200,
+                    json!({"done": true, "error": {"code": 3, "message": "bad"}})
+                )
+            )
+            .unwrap(),
+            JobState::Failed {
+                problem: Some(json!("bad"))
+            }
+        );
+        assert!(read(&r, &p, &mut answer(200, json!({"done": "yes"}))).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Following a job: poll its monitor on schedule until it is done, fails,
+//! or the deadline comes.
+//!
+//! The loop lives inside the client's request future, so a client that
+//! hangs up drops it and polling stops at once. A transient failure (the
+//! backend unreachable, a 5xx, a 429) is retried on the schedule; only
+//! `max_failures` of them in a row give up on the job.
+
+use std::time::SystemTime;
+
+use http::{Method, StatusCode};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::error::{Error, JobError};
+
+use super::call::JobCalls;
+use super::dialect::{self, Done, JobState, StatusAnswer};
+use super::schedule::{self, Schedule};
+
+/// How following ended, short of an error.
+pub enum Followed {
+    Done(StatusAnswer, Done),
+    /// The deadline came first.
+    TimedOut,
+}
+
+pub async fn follow(
+    calls: &JobCalls<'_>,
+    status_url: &Url,
+    deadline: Instant,
+    first_delay: Option<std::time::Duration>,
+) -> Result<Followed, Error> {
+    let facade = calls.facade;
+    let mut schedule = Schedule::new(&facade.poll);
+    let mut delay = schedule.next(first_delay);
+    let mut failures = 0u32;
+    loop {
+        let wake = Instant::now() + delay;
+        tokio::time::sleep_until(wake.min(deadline)).await;
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(Followed::TimedOut);
+        }
+        let timeout = facade.poll.timeout.min(deadline - now);
+        let request = calls.request(Method::GET, status_url)?;
+        let outcome: Result<(), (String, Option<std::time::Duration>)> = match calls
+            .send(request, timeout)
+            .await
+        {
+            Ok(response) if is_transient(response.status()) => {
+                let asked = schedule::retry_after(response.headers(), SystemTime::now());
+                Err((
+                    format!("the status monitor answered {}", response.status()),
+                    asked,
+                ))
+            }
+            Ok(response) => {
+                let (parts, incoming) = response.into_parts();
+                let body = super::read_limited(incoming, facade.max_status_body, "status body")
+                    .await
+                    .map_err(|kind| calls.fail(kind))?;
+                let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
+                match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
+                    .map_err(|kind| calls.fail(kind))?
+                {
+                    JobState::Running { retry_after } => {
+                        failures = 0;
+                        delay = schedule.next(retry_after);
+                        continue;
+                    }
+                    JobState::Succeeded { result } => return Ok(Followed::Done(answer, result)),
+                    JobState::Failed { problem } => {
+                        return Err(calls.fail(JobError::Failed {
+                            status: facade.failure.status,
+                            error: problem,
+                        }))
+                    }
+                    JobState::Canceled => return Err(calls.fail(JobError::Canceled)),
+                    JobState::Gone(status) => return Err(calls.fail(JobError::Gone(status))),
+                }
+            }
+            // Only calls that never got an answer land here: connect errors,
+            // resets, per-call timeouts.
+            Err(err) => Err((crate::error::chain(&err), None)),
+        };
+        if let Err((cause, asked)) = outcome {
+            failures += 1;
+            tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
+            if failures >= facade.poll.max_failures {
+                return Err(calls.fail(JobError::PollFailed {
+                    attempts: failures,
+                    cause,
+                }));
+            }
+            delay = schedule.next(asked);
+        }
+    }
+}
+
+/// Answers that say "not now" rather than anything about the job.
+fn is_transient(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}

@@ -1,0 +1,126 @@
+//! The submit's answer: is it a job, and if so, where is its monitor?
+//!
+//! An answer that is not a job is the final answer and goes back to the
+//! client unchanged (a synchronous result, a 4xx rejection). A job's body
+//! is read only when the handle or the job id lives in it, and then only up
+//! to the route's status-body limit.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::response::Parts;
+use http::Response;
+use hyper::body::Incoming;
+use serde_json::Value;
+use url::Url;
+
+use crate::body::{self, Body};
+use crate::config::HandleSource;
+use crate::error::{Error, JobError};
+use crate::job::template::Vars;
+use crate::proxy;
+
+use super::call::JobCalls;
+use super::schedule;
+
+/// What the submit produced.
+pub enum Submitted {
+    /// Not a job: this is the client's answer.
+    Answer(Response<Body>),
+    Job(Job),
+}
+
+/// A job the backend accepted.
+pub struct Job {
+    pub status_url: Url,
+    pub id: String,
+    /// The delay the accepting answer asked for before the first poll.
+    pub retry_after: Option<Duration>,
+    /// The accepting answer, for a client that asked to handle the job
+    /// itself (`Prefer: respond-async`).
+    pub accepted: (Parts, Bytes),
+}
+
+pub async fn accept(
+    calls: &JobCalls<'_>,
+    response: Response<Incoming>,
+    submit_url: &Url,
+) -> Result<Submitted, Error> {
+    let facade = calls.facade;
+    let status = response.status();
+    if !facade.job.statuses.contains(&status) {
+        return Ok(Submitted::Answer(proxy::finish(response)));
+    }
+    let (parts, incoming) = response.into_parts();
+    let limit = facade.max_status_body;
+    let bytes = super::read_limited(incoming, limit, "submit answer's body")
+        .await
+        .map_err(|kind| calls.fail(kind))?;
+    // The body is parsed only when the route reads something from it.
+    let reads_body = facade.handle.id_pointer.is_some()
+        || matches!(
+            facade.handle.source,
+            HandleSource::Pointer(_) | HandleSource::Template(_)
+        );
+    let json: Option<Value> = if reads_body {
+        serde_json::from_slice(&bytes).ok()
+    } else {
+        None
+    };
+
+    let handle: Result<String, String> = match &facade.handle.source {
+        HandleSource::Headers(names) => names
+            .iter()
+            .find_map(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+                format!("no {} header", names.join(" or "))
+            }),
+        HandleSource::Pointer(pointer) => json
+            .as_ref()
+            .and_then(|j| j.pointer(pointer))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no URL string at {pointer} in a JSON body")),
+        HandleSource::Template(template) => template.render(json.as_ref(), Vars::default()),
+    };
+    let handle = match handle {
+        Ok(handle) => handle,
+        Err(_) if facade.job.needs_handle => {
+            // Not a job after all: a synchronous answer with a job-like status.
+            return Ok(Submitted::Answer(proxy::finish(Response::from_parts(
+                parts,
+                body::full(bytes),
+            ))));
+        }
+        Err(detail) => return Err(calls.fail(JobError::NoHandle { status, detail })),
+    };
+    let status_url = calls.resolve(submit_url, &handle)?;
+    let id = facade
+        .handle
+        .id_pointer
+        .as_deref()
+        .and_then(|p| json.as_ref()?.pointer(p))
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| last_segment(&status_url));
+    Ok(Submitted::Job(Job {
+        retry_after: schedule::retry_after(&parts.headers, SystemTime::now()),
+        status_url,
+        id,
+        accepted: (parts, bytes),
+    }))
+}
+
+/// A job's id when the backend does not name it: the monitor's last path
+/// segment (`/status/42` → `42`).
+fn last_segment(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|segments| segments.filter(|s| !s.is_empty()).next_back())
+        .unwrap_or("")
+        .to_owned()
+}
