@@ -10,3 +10,4 @@ mod shutdown;
 mod streaming;
 mod tls;
 mod websocket;
+mod facade;

@@ -143,6 +143,7 @@ impl JobApi {
             script,
             addr,
             state: Mutex::new(State::default()),
+            changed: Notify::new(),
         });
         let (stop, stopped) = watch::channel(());
         let serving = Arc::clone(&shared);
@@ -190,6 +191,18 @@ impl JobApi {
     /// The bodies of the submits, in order.
     pub fn submit_bodies(&self) -> Vec<Bytes> {
         self.shared.state().submit_bodies.clone()
+    }
+
+    /// Waits until `done` holds, checking after every request the fake
+    /// handles: an event to wait on, not a clock.
+    pub async fn wait_until(&self, done: impl Fn(&JobApi) -> bool) {
+        loop {
+            let changed = self.shared.changed.notified();
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// The path a client POSTs to for this dialect.
@@ -280,6 +293,8 @@ struct Shared {
     script: Script,
     addr: SocketAddr,
     state: Mutex<State>,
+    /// Notified after each request is handled (see [`JobApi::wait_until`]).
+    changed: Notify,
 }
 
 #[derive(Default)]
@@ -318,6 +333,13 @@ impl Shared {
     }
 
     async fn handle(&self, request: Request<Incoming>) -> Reply {
+        let reply = self.route(request).await;
+        // Counters are final for this request: wake tests waiting on them.
+        self.changed.notify_waiters();
+        reply
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Reply {
         let (parts, body) = request.into_parts();
         self.state().requests.push(Seen {
             method: parts.method.clone(),
