@@ -5,9 +5,9 @@ mod support;
 
 mod cli;
 mod config_files;
+mod facade;
 mod passthrough;
 mod shutdown;
 mod streaming;
 mod tls;
 mod websocket;
-mod facade;
