@@ -12,8 +12,11 @@
 //! - any failure is an [`error::Error`], which becomes the client's
 //!   problem+json answer in exactly one place.
 //!
+//! - an async route goes to [`job`] instead: the sync facade that submits,
+//!   follows the job and answers with its result.
+//!
 //! [`config`] is the validated configuration everything reads; [`admin`]
-//! serves health on its own listener.
+//! serves health on its own listener; [`demo`] is `baton demo`.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +24,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod correlation;
+pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod job;

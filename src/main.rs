@@ -33,6 +33,11 @@ enum Command {
     },
     /// Validate a config file and exit: 0 when valid, 64 with the error.
     Check { file: PathBuf },
+    /// Start Baton in front of a small sample job API and show how to try it.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config),
+        Command::Demo { listen } => demo(listen),
     }
 }
 
@@ -64,13 +70,6 @@ fn run(path: PathBuf) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
         }
     };
     // Trust anchors are checked before any port is bound: a config that
@@ -83,7 +82,7 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    runtime.block_on(async move {
+    block_on(async move {
         let listeners = match Listeners::bind(&server).await {
             Ok(l) => l,
             Err(e) => {
@@ -106,6 +105,36 @@ fn run(path: PathBuf) -> ExitCode {
             }
         }
     })
+}
+
+fn demo(listen: std::net::SocketAddr) -> ExitCode {
+    block_on(async move {
+        let shutdown = match baton::shutdown::on_terminate() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match baton::demo::run(listen, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Runs `main_loop` on a multi-threaded runtime.
+fn block_on(main_loop: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(main_loop),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing(format: &str) {

@@ -5,7 +5,9 @@ mod support;
 
 mod cli;
 mod config_files;
+mod demo;
 mod facade;
+mod facade_edges;
 mod passthrough;
 mod shutdown;
 mod streaming;

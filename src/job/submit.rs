@@ -68,33 +68,53 @@ pub async fn accept(
         None
     };
 
-    let handle: Result<String, String> = match &facade.handle.source {
+    // A handle that is absent may mean "not a job"; one that is present but
+    // unusable is always a broken answer.
+    let handle = match &facade.handle.source {
         HandleSource::Headers(names) => names
             .iter()
-            .find_map(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))
-            .map(str::to_owned)
+            .find_map(|name| parts.headers.get(name))
             .ok_or_else(|| {
                 let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
-                format!("no {} header", names.join(" or "))
+                Handle::Missing(format!("no {} header", names.join(" or ")))
+            })
+            .and_then(|value| {
+                value
+                    .to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| Handle::Invalid("the handle header is not text".to_owned()))
             }),
-        HandleSource::Pointer(pointer) => json
-            .as_ref()
-            .and_then(|j| j.pointer(pointer))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("no URL string at {pointer} in a JSON body")),
-        HandleSource::Template(template) => template.render(json.as_ref(), Vars::default()),
+        HandleSource::Pointer(pointer) => match json.as_ref().and_then(|j| j.pointer(pointer)) {
+            None | Some(Value::Null) => Err(Handle::Missing(format!(
+                "no value at {pointer} in a JSON body"
+            ))),
+            Some(Value::String(url)) => Ok(url.clone()),
+            Some(other) => Err(Handle::Invalid(format!(
+                "the value at {pointer} is not a URL string: {other}"
+            ))),
+        },
+        HandleSource::Template(template) if !template.has_values(json.as_ref()) => Err(
+            Handle::Missing("the JSON body lacks the values the handle template needs".to_owned()),
+        ),
+        HandleSource::Template(template) => template
+            .render(json.as_ref(), Vars::default())
+            .map_err(Handle::Invalid),
     };
     let handle = match handle {
         Ok(handle) => handle,
-        Err(_) if facade.job.needs_handle => {
+        Err(Handle::Missing(_)) if facade.job.needs_handle => {
             // Not a job after all: a synchronous answer with a job-like status.
             return Ok(Submitted::Answer(proxy::finish(Response::from_parts(
                 parts,
                 body::full(bytes),
             ))));
         }
-        Err(detail) => return Err(calls.fail(JobError::NoHandle { status, detail })),
+        Err(Handle::Missing(detail)) => {
+            return Err(calls.fail(JobError::NoHandle { status, detail }))
+        }
+        Err(Handle::Invalid(detail)) => {
+            return Err(calls.fail(JobError::BadAnswer(format!("the job's handle: {detail}"))))
+        }
     };
     let status_url = calls.resolve(submit_url, &handle)?;
     let id = facade
@@ -116,11 +136,16 @@ pub async fn accept(
     }))
 }
 
+enum Handle {
+    Missing(String),
+    Invalid(String),
+}
+
 /// A job's id when the backend does not name it: the monitor's last path
 /// segment (`/status/42` → `42`).
 fn last_segment(url: &Url) -> String {
     url.path_segments()
-        .and_then(|segments| segments.filter(|s| !s.is_empty()).next_back())
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
         .unwrap_or("")
         .to_owned()
 }

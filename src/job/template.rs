@@ -82,6 +82,18 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Pointer(_)))
     }
 
+    /// Whether every pointer the template reads has a value in `body`:
+    /// false means the body is not the kind this template describes, as
+    /// opposed to one whose values are unfit for a URL.
+    pub fn has_values(&self, body: Option<&Value>) -> bool {
+        self.parts.iter().all(|part| match part {
+            Part::Pointer(pointer) => body
+                .and_then(|b| b.pointer(pointer))
+                .is_some_and(|v| !v.is_null()),
+            _ => true,
+        })
+    }
+
     /// Fills the template. The error names the placeholder that could not
     /// be filled and why.
     pub fn render(&self, body: Option<&Value>, vars: Vars<'_>) -> Result<String, String> {

@@ -48,6 +48,11 @@ impl TestBaton {
 
     pub async fn start_with_admin(toml: &str, admin: bool) -> TestBaton {
         let config = Config::parse(toml, "test.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_config(config, admin).await
+    }
+
+    /// Starts Baton with an already validated config.
+    pub async fn start_config(config: Config, admin: bool) -> TestBaton {
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = if admin {
             Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
