@@ -621,3 +621,108 @@ async fn submit_headers_are_added_to_the_submit_only() {
         assert_eq!(poll.headers["accept"], "application/json", "{}", poll.uri);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Results that live elsewhere: Azure's final-state-via choices.
+
+/// An Operation-Location API whose finished status points at the resource
+/// (`resourceLocation`), which also lives at the URI the client wrote to.
+async fn resource_api() -> crate::support::Backend {
+    use crate::support::Backend;
+    Backend::start(|request: http::Request<hyper::body::Incoming>| async move {
+        let reply = |status: u16, headers: &[(&str, &str)], body: &str| {
+            let mut builder = http::Response::builder().status(status);
+            for (n, v) in headers {
+                builder = builder.header(*n, *v);
+            }
+            builder.body(body::full(body.to_owned())).unwrap()
+        };
+        match (request.method().as_str(), request.uri().path()) {
+            ("PUT" | "POST", "/documents/9") => {
+                reply(202, &[("operation-location", "/operations/1")], "")
+            }
+            ("GET", "/operations/1") => reply(
+                200,
+                &[("content-type", "application/json")],
+                r#"{"id":"1","status":"Succeeded","resourceLocation":"/documents/9"}"#,
+            ),
+            ("GET", "/documents/9") => {
+                reply(200, &[("content-type", "text/plain")], "document nine")
+            }
+            _ => reply(404, &[], ""),
+        }
+    })
+    .await
+}
+
+fn resource_config(backend: std::net::SocketAddr, method: &str, result: &str) -> String {
+    format!(
+        r#"
+[backends.docs]
+url = "http://{backend}"
+
+[[routes]]
+name = "documents"
+match = {{ methods = ["{method}"], path = "/documents/{{id}}" }}
+backend = "docs"
+
+[routes.async]
+preset = "operation-location"
+result = {result}
+"#
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn result_from_a_url_in_the_status_body() {
+    let api = resource_api().await;
+    let baton = TestBaton::start(&resource_config(
+        api.addr,
+        "POST",
+        r#"{ from = "url-pointer", pointer = "/resourceLocation" }"#,
+    ))
+    .await;
+    let request = Request::post(baton.url("/documents/9"))
+        .body(body::full("x"))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.text(), "document nine");
+    assert_eq!(answer.header("content-type"), Some("text/plain"));
+    let calls: Vec<String> = api
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.uri))
+        .collect();
+    assert_eq!(
+        calls,
+        ["POST /documents/9", "GET /operations/1", "GET /documents/9"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn result_by_getting_the_original_uri() {
+    let api = resource_api().await;
+    let baton = TestBaton::start(&resource_config(
+        api.addr,
+        "PUT",
+        r#"{ from = "original-uri" }"#,
+    ))
+    .await;
+    let request = Request::put(baton.url("/documents/9"))
+        .body(body::full("x"))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.text(), "document nine");
+    let calls: Vec<String> = api
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.uri))
+        .collect();
+    assert_eq!(
+        calls,
+        ["PUT /documents/9", "GET /operations/1", "GET /documents/9"],
+        "the original URI is re-read with GET, never re-PUT"
+    );
+}
