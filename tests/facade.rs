@@ -12,7 +12,9 @@ use http::{Request, StatusCode};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::support::jobs::{Dialect, JobApi, Outcome, RetryAfter, Script, UrlStyle};
+use crate::support::jobs::{
+    async_config, post, Dialect, JobApi, Outcome, RetryAfter, Script, UrlStyle,
+};
 use crate::support::{client, send, Answer, TestBaton};
 
 /// A shipped dialect example, pointed at `api`.
@@ -26,39 +28,8 @@ fn dialect_file(file: &str, api: &JobApi) -> String {
     text.replace("http://127.0.0.1:3000", &format!("http://{}", api.addr))
 }
 
-/// One async route on `api`'s submit path with the given `[routes.async]`
-/// body, and a pass-through route for everything else.
-fn async_config(api: &JobApi, table: &str) -> String {
-    format!(
-        r#"
-[backends.jobs]
-url = "http://{}"
-
-[[routes]]
-name = "facade"
-match = {{ methods = ["POST"], path = "{}" }}
-backend = "jobs"
-
-[routes.async]
-{table}
-
-[[routes]]
-name = "default"
-match = {{ path = "/*" }}
-backend = "jobs"
-"#,
-        api.addr,
-        api.submit_path()
-    )
-}
-
 async fn submit(baton: &TestBaton, api: &JobApi, headers: &[(&str, &str)]) -> Answer {
-    let mut request = Request::post(baton.url(api.submit_path()));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(body::full(r#"{"report":"q3"}"#)).unwrap();
-    send(&client(), request).await
+    post(baton, api.submit_path(), headers).await
 }
 
 fn script(dialect: Dialect) -> Script {

@@ -10,7 +10,6 @@
 //! paused tokio time: the fakes, Baton and the client share one runtime,
 //! so poll delays and deadlines pass instantly.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton::body::{self, Body};
@@ -20,47 +19,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::support::jobs::{Dialect, Flake, JobApi, Script, UrlStyle};
-use crate::support::{client, closed_port, send, Answer, Backend, TestBaton};
-
-/// One async route for `path` on the backend at `backend` with the given
-/// `[routes.async]` body, and a pass-through route for everything else.
-fn route_config(backend: SocketAddr, path: &str, table: &str) -> String {
-    format!(
-        r#"
-[backends.jobs]
-url = "http://{backend}"
-
-[[routes]]
-name = "facade"
-match = {{ methods = ["POST"], path = "{path}" }}
-backend = "jobs"
-
-[routes.async]
-{table}
-
-[[routes]]
-name = "default"
-match = {{ path = "/*" }}
-backend = "jobs"
-"#
-    )
-}
-
-/// [`route_config`] on a fake job API's submit path.
-fn async_config(api: &JobApi, table: &str) -> String {
-    route_config(api.addr, api.submit_path(), table)
-}
-
-/// POSTs the client's request to `path` through Baton.
-async fn post(baton: &TestBaton, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut request = Request::post(baton.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(body::full(r#"{"report":"q3"}"#)).unwrap();
-    send(&client(), request).await
-}
+use crate::support::jobs::{
+    async_config, post, route_config, Dialect, Flake, JobApi, Script, UrlStyle,
+};
+use crate::support::{closed_port, Answer, Backend, TestBaton};
 
 /// Asserts a problem answer of `status` whose type is `slug`.
 fn problem(answer: &Answer, status: u16, slug: &str) -> Value {

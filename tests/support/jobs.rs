@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::Seen;
+use super::{client, send, Answer, Seen, TestBaton};
 
 /// How every job on one [`JobApi`] behaves.
 #[derive(Clone, Debug)]
@@ -214,6 +214,47 @@ impl JobApi {
     pub fn submit_url(&self) -> String {
         format!("http://{}{}", self.addr, self.submit_path())
     }
+}
+
+// Baton configs and calls for tests that front a job API.
+
+/// One async route for `path` on the backend at `backend` with the given
+/// `[routes.async]` body, and a pass-through route for everything else.
+pub fn route_config(backend: SocketAddr, path: &str, table: &str) -> String {
+    format!(
+        r#"
+[backends.jobs]
+url = "http://{backend}"
+
+[[routes]]
+name = "facade"
+match = {{ methods = ["POST"], path = "{path}" }}
+backend = "jobs"
+
+[routes.async]
+{table}
+
+[[routes]]
+name = "default"
+match = {{ path = "/*" }}
+backend = "jobs"
+"#
+    )
+}
+
+/// [`route_config`] on a fake job API's submit path.
+pub fn async_config(api: &JobApi, table: &str) -> String {
+    route_config(api.addr, api.submit_path(), table)
+}
+
+/// POSTs the client's request to `path` through Baton.
+pub async fn post(baton: &TestBaton, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::post(baton.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(full(r#"{"report":"q3"}"#)).unwrap();
+    send(&client(), request).await
 }
 
 impl Drop for JobApi {
