@@ -12,8 +12,8 @@ mod presets;
 mod raw;
 
 pub use facade::{
-    AsyncRoute, Cancel, Failure, Handle, HandleSource, JobDetect, NotFound, Origin, PollSchedule,
-    ResultSource, StateReader, StateRules,
+    AsyncRoute, Cancel, Failure, Handle, HandleSource, Idempotency, JobDetect, NotFound, OnTimeout,
+    Origin, PollSchedule, ResultSource, StateReader, StateRules,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -59,6 +59,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Facade requests held at once, across routes; more are shed (503).
+    pub max_held: usize,
+    /// Signs continuation tokens; `None`: a random key per process, so
+    /// tokens work only on this instance until it restarts.
+    pub continuation_key: Option<Arc<[u8]>>,
+    /// Memory the idempotency store may use for stored answers.
+    pub idempotency_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +97,8 @@ pub struct Route {
     pub backend: Arc<BackendConfig>,
     pub strip_prefix: Option<String>,
     pub add_prefix: Option<String>,
+    /// Overrides the server's request body limit for this route.
+    pub max_request_body: Option<u64>,
     /// Present: a sync facade over a job API rather than a pass-through.
     pub facade: Option<Arc<AsyncRoute>>,
 }
@@ -128,6 +137,8 @@ pub mod defaults {
     pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
     pub const POOL_MAX_IDLE: usize = 64;
+    pub const MAX_HELD: usize = 10_000;
+    pub const IDEMPOTENCY_MEMORY: u64 = 64 * 1024 * 1024;
 }
 
 impl Config {
@@ -368,6 +379,30 @@ impl Cx<'_> {
                 key("shutdown_grace"),
                 defaults::SHUTDOWN_GRACE,
             )?,
+            max_held: self.count(
+                raw.max_held.as_ref(),
+                key("max_held"),
+                defaults::MAX_HELD,
+                1..=1_000_000,
+            )?,
+            continuation_key: match &raw.continuation_key {
+                None => None,
+                Some(k) => Some(self.value(k, key("continuation_key"), |k| {
+                    if k.len() < 32 {
+                        return Err(format!(
+                            "is {} bytes; use at least 32 random bytes (e.g. `openssl rand -base64 32`)",
+                            k.len()
+                        ));
+                    }
+                    Ok(Arc::from(k.as_bytes()))
+                })?),
+            },
+            idempotency_memory: self.size(
+                raw.idempotency_memory.as_ref(),
+                key("idempotency_memory"),
+                defaults::IDEMPOTENCY_MEMORY,
+                1..=u64::MAX,
+            )?,
         })
     }
 
@@ -490,9 +525,22 @@ impl Cx<'_> {
             Some(p) => Some(self.value(p, key("add_prefix"), parse_prefix)?),
             None => None,
         };
+        let only_get = !methods.is_empty()
+            && methods
+                .iter()
+                .all(|m| *m == Method::GET || *m == Method::HEAD);
         let facade = match &raw.facade {
-            Some(table) => Some(Arc::new(self.facade(index, table)?)),
+            Some(table) => Some(Arc::new(self.facade(index, table, only_get)?)),
             None => None,
+        };
+        let max_request_body = match &raw.max_request_body {
+            None => None,
+            Some(_) => Some(self.size(
+                raw.max_request_body.as_ref(),
+                key("max_request_body"),
+                0,
+                1..=u64::MAX,
+            )?),
         };
         Ok(Route {
             name: name.as_str().into(),
@@ -502,6 +550,7 @@ impl Cx<'_> {
             backend,
             strip_prefix,
             add_prefix,
+            max_request_body,
             facade,
         })
     }

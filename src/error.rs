@@ -45,6 +45,9 @@ pub enum Error {
     /// Baton is draining and takes no new work.
     #[error("Baton is shutting down")]
     ShuttingDown,
+    /// Too many requests are held already.
+    #[error("{scope} holds {limit} requests already")]
+    Overloaded { scope: String, limit: usize },
 }
 
 /// The client's request is not acceptable to the proxy.
@@ -60,6 +63,10 @@ pub enum ClientError {
     BadRequest(String),
     #[error("reading the request body failed")]
     BodyRead(#[source] BoxError),
+    #[error("this Idempotency-Key was first used with a different request (method, path or body)")]
+    IdempotencyMismatch,
+    #[error("no such job monitor")]
+    UnknownMonitor,
 }
 
 /// What went wrong between Baton and a backend.
@@ -141,6 +148,12 @@ pub enum JobError {
     BadAnswer(String),
     #[error("calling the backend failed: {0}")]
     Call(#[source] BackendError),
+    /// Baton is shutting down; the job goes on, and `monitor` (where the
+    /// route has continuation) is where the client may find it again.
+    #[error("Baton is shutting down; the job continues")]
+    Drained { monitor: Option<String> },
+    #[error("the first request with this Idempotency-Key received the answer; at over {limit} bytes it was not kept for replay")]
+    NotReplayable { limit: usize },
 }
 
 /// The backend's error message, when it gave one: a string, or an
@@ -180,6 +193,8 @@ impl Error {
                 ClientError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ClientError::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ClientError::BadRequest(_) | ClientError::BodyRead(_) => StatusCode::BAD_REQUEST,
+                ClientError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+                ClientError::UnknownMonitor => StatusCode::NOT_FOUND,
             },
             Error::Backend { kind, .. } => match kind {
                 BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => {
@@ -187,12 +202,14 @@ impl Error {
                 }
                 _ => StatusCode::BAD_GATEWAY,
             },
+            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Job { kind, .. } => match kind {
                 JobError::Failed { status, .. } => *status,
                 JobError::Timeout(_)
                 | JobError::Call(BackendError::Timeout(_) | BackendError::ConnectTimeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
+                JobError::Drained { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -210,6 +227,8 @@ impl Error {
                 ClientError::HeaderTooLarge { .. } => "header-too-large",
                 ClientError::BadRequest(_) => "bad-request",
                 ClientError::BodyRead(_) => "body-read",
+                ClientError::IdempotencyMismatch => "idempotency-key-reused",
+                ClientError::UnknownMonitor => "unknown-monitor",
             },
             Error::Backend { kind, .. } => match kind {
                 BackendError::Refused(_) => "backend-refused",
@@ -232,7 +251,10 @@ impl Error {
                 JobError::BodyTooLarge { .. } => "job-body-too-large",
                 JobError::BadAnswer(_) => "job-bad-answer",
                 JobError::Call(_) => "job-backend-call",
+                JobError::Drained { .. } => "shutting-down",
+                JobError::NotReplayable { .. } => "idempotent-answer-not-kept",
             },
+            Error::Overloaded { .. } => "overloaded",
             Error::Internal(_) => "internal",
             Error::ShuttingDown => "shutting-down",
         }
@@ -245,6 +267,8 @@ impl Error {
                 ClientError::BodyTooLarge { .. } => "Request body too large",
                 ClientError::HeaderTooLarge { .. } => "Request header fields too large",
                 ClientError::BadRequest(_) | ClientError::BodyRead(_) => "Bad request",
+                ClientError::IdempotencyMismatch => "Idempotency-Key reused",
+                ClientError::UnknownMonitor => "No such job monitor",
             },
             Error::Backend { kind, .. } => match kind {
                 BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => "Backend timed out",
@@ -255,8 +279,10 @@ impl Error {
                 JobError::Canceled => "The job was canceled",
                 JobError::Gone(_) => "The job is gone",
                 JobError::Timeout(_) => "The job did not finish in time",
+                JobError::Drained { .. } => "Shutting down",
                 _ => "The job could not be followed",
             },
+            Error::Overloaded { .. } => "Too many held requests",
             Error::Internal(_) => "Internal error",
             Error::ShuttingDown => "Shutting down",
         }
@@ -285,6 +311,12 @@ impl Error {
             {
                 problem["error"] = error.clone();
             }
+            if let JobError::Drained {
+                monitor: Some(monitor),
+            } = kind
+            {
+                problem["monitor"] = monitor.as_str().into();
+            }
         }
         let mut response = Response::new(body::full(Bytes::from(problem.to_string())));
         *response.status_mut() = status;
@@ -293,8 +325,19 @@ impl Error {
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Error::ShuttingDown) {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Error::Job {
+            kind: JobError::Drained {
+                monitor: Some(monitor),
+            },
+            ..
+        } = &self
+        {
+            if let Ok(value) = HeaderValue::from_str(monitor) {
+                headers.insert(http::header::LOCATION, value);
+            }
         }
         response
     }

@@ -27,12 +27,14 @@ pub mod correlation;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod idempotency;
 pub mod job;
 pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod state;
 pub mod upstream;
 
 use std::future::Future;
@@ -65,20 +67,36 @@ impl Listeners {
 
 /// A configured proxy, ready to serve.
 pub struct Baton {
-    shared: Arc<service::Shared>,
+    state: Arc<state::State>,
+}
+
+/// Replaces a running Baton's configuration (SIGHUP).
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<state::State>,
+}
+
+impl Reloader {
+    /// New requests use `config` from now on; requests already running
+    /// finish under the configuration they started with.
+    pub fn reload(&self, config: Config) -> Result<(), TrustError> {
+        self.state.reload(config)
+    }
 }
 
 impl Baton {
     /// Builds the backend clients; fails when an `https://` backend has no
     /// usable trust anchors.
     pub fn new(config: Config) -> Result<Baton, TrustError> {
-        let upstreams = upstream::Upstreams::new(&config)?;
         Ok(Baton {
-            shared: Arc::new(service::Shared {
-                config: Arc::new(config),
-                upstreams,
-            }),
+            state: Arc::new(state::State::new(config)?),
         })
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Serves until `shutdown` resolves, then drains within the configured
@@ -92,7 +110,7 @@ impl Baton {
         let admin = listeners
             .admin
             .map(|listener| tokio::spawn(admin::serve(listener, draining_rx)));
-        let result = server::serve(listeners.main, self.shared, shutdown, draining).await;
+        let result = server::serve(listeners.main, self.state, shutdown, draining).await;
         if let Some(admin) = admin {
             admin.abort();
         }

@@ -60,7 +60,11 @@ pub async fn forward(
 /// The client's request as its backend should receive it: the route's
 /// target URL, hygienic headers, forwarding fields, `Host`, and the body
 /// behind the size limit. Also the first step of a facade's submit.
-pub fn prepare(cx: &Forward<'_>, request: Request<Incoming>) -> Result<Request<Body>, Error> {
+pub fn prepare<B>(cx: &Forward<'_>, request: Request<B>) -> Result<Request<Body>, Error>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::error::BoxError>,
+{
     let backend = &cx.upstream.config;
     if let Some(length) = content_length(request.headers()) {
         if length > cx.max_request_body {
@@ -187,7 +191,7 @@ fn authority_header(uri: &Uri) -> Option<HeaderValue> {
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()

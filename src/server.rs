@@ -19,19 +19,22 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::service::{self, Shared};
+use crate::service;
+use crate::state::State;
 
 /// Serves `listener` until `shutdown` resolves, then drains. `draining`
 /// turns true once the listener is closed, so readiness reports the truth.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    state: Arc<State>,
     shutdown: impl Future<Output = ()>,
     draining: watch::Sender<bool>,
 ) -> io::Result<()> {
-    let server = &shared.config.server;
-    let grace = server.shutdown_grace;
-    let builder = connection_builder(&shared);
+    // Listener settings come from the config at start; a reload changes
+    // routes and backends, not these.
+    let config = state.current().config.clone();
+    let server = &config.server;
+    let builder = connection_builder(server);
     let graceful = GracefulShutdown::new();
     let (hard_stop, hard_stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(server.max_connections));
@@ -64,12 +67,10 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = Arc::clone(&shared);
+        let state = Arc::clone(&state);
         let service = service_fn(move |request| {
-            let shared = Arc::clone(&shared);
-            async move {
-                Ok::<_, std::convert::Infallible>(service::handle(shared, peer, request).await)
-            }
+            let state = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(service::handle(state, peer, request).await) }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -91,19 +92,35 @@ pub async fn serve(
 
     drop(listener);
     let _ = draining.send(true);
+    let grace = current_grace(&state);
     info!(grace = ?grace, open = graceful.count(), "shutting down: draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("grace period over; closing the connections still open");
-        let _ = hard_stop.send(true);
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(grace, &mut drained).await.is_err() {
+        // Held requests answer now (a 503 with their continuation) rather
+        // than lose their connection; a moment later whatever is still
+        // open is cut.
+        warn!("grace period over; answering held requests and closing what is left");
+        state.drain_now();
+        if tokio::time::timeout(ANSWER_MARGIN, &mut drained)
+            .await
+            .is_err()
+        {
+            let _ = hard_stop.send(true);
+        }
     }
     Ok(())
 }
 
-fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
-    let server = &shared.config.server;
+/// Time held requests get, after the grace period, to write their 503.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// The grace period of the configuration in force when shutdown began.
+fn current_grace(state: &State) -> Duration {
+    state.current().config.server.shutdown_grace
+}
+
+fn connection_builder(server: &crate::config::ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper refuses header blocks over its read buffer with a bare 431 and
     // closes; the buffer is kept well above the configured limit so that

@@ -1,36 +1,43 @@
-//! The per-request pipeline every connection runs: correlation id, limits,
-//! routing, then the route's handler; and the one place where a failed
-//! request turns into its problem+json answer and its access-log line.
+//! The per-request pipeline every connection runs: correlation ids, limits,
+//! routing, then the route's handler (pass-through, facade, or a
+//! continuation monitor); and the one place where a failed request turns
+//! into its problem+json answer and its access-log line.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::HeaderMap;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::body::Body;
-use crate::config::Config;
+use crate::body::{self, Body};
+use crate::config::Route;
 use crate::correlation;
-use crate::error::{ClientError, Error};
+use crate::error::{BackendError, ClientError, Error};
 use crate::headers::{self, X_REQUEST_ID};
-use crate::job;
+use crate::idempotency::request::{self as idempotent, Leader};
+use crate::job::{self, continuation, JobEnv, Progress};
 use crate::proxy::{self, Forward};
 use crate::router;
-use crate::upstream::Upstreams;
+use crate::state::{Generation, Held, State};
 
-/// What every request needs to see: the config it runs under and the
-/// clients that reach its backends.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub upstreams: Upstreams,
+/// What a request gathers on its way, for its answer and its log line.
+#[derive(Default)]
+struct Exchange {
+    route: Option<Arc<str>>,
+    /// Headers for the answer, success or failure.
+    extra: HeaderMap,
+    /// Set when this request leads an idempotent job.
+    leader: Option<Leader>,
+    /// Places held by this request, released when it ends.
+    _held: Vec<Held>,
 }
 
 /// Handles one request; never fails, because every failure has an answer.
 pub async fn handle(
-    shared: Arc<Shared>,
+    state: Arc<State>,
     peer: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
@@ -39,10 +46,13 @@ pub async fn handle(
     let traceparent = correlation::traceparent(request.headers_mut());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut route_name = None;
-    let mut extra = HeaderMap::new();
-    let result = dispatch(&shared, peer, request, started, &mut route_name, &mut extra).await;
+    // A request runs under the configuration it arrived with, whatever a
+    // reload does meanwhile.
+    let generation = state.current();
+    let mut exchange = Exchange::default();
+    let result = dispatch(&state, &generation, peer, request, started, &mut exchange).await;
     let outcome;
+    let mut reached_backend = true;
     let mut response = match result {
         Ok(response) => {
             outcome = "ok";
@@ -50,14 +60,18 @@ pub async fn handle(
         }
         Err(err) => {
             outcome = err.slug();
+            reached_backend = !never_reached_backend(&err);
             if err.status().is_server_error() {
                 warn!(request_id = ?request_id, error = %crate::error::chain(&err), "request failed");
             }
             err.into_response(request_id.to_str().unwrap_or_default())
         }
     };
+    if let Some(leader) = exchange.leader.take() {
+        response = leader.finish(response, reached_backend).await;
+    }
     let headers = response.headers_mut();
-    headers.extend(extra);
+    headers.extend(exchange.extra);
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(correlation::TRACEPARENT, traceparent);
     info!(
@@ -66,22 +80,39 @@ pub async fn handle(
         %path,
         status = response.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        route = route_name.as_deref().unwrap_or("-"),
+        route = exchange.route.as_deref().unwrap_or("-"),
         request_id = request_id.to_str().unwrap_or_default(),
         outcome,
     );
     response
 }
 
+/// Failures that happen before a request could reach a backend: retrying
+/// them cannot repeat anything.
+fn never_reached_backend(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Client(_)
+            | Error::Overloaded { .. }
+            | Error::Backend {
+                kind: BackendError::Refused(_)
+                    | BackendError::ConnectTimeout(_)
+                    | BackendError::Tls { .. }
+                    | BackendError::Connect { .. },
+                ..
+            }
+    )
+}
+
 async fn dispatch(
-    shared: &Shared,
+    state: &State,
+    generation: &Generation,
     peer: SocketAddr,
     request: Request<Incoming>,
     started: Instant,
-    route_name: &mut Option<Arc<str>>,
-    extra: &mut HeaderMap,
+    exchange: &mut Exchange,
 ) -> Result<Response<Body>, Error> {
-    let config = &shared.config;
+    let config = &generation.config;
     let target_len = request
         .uri()
         .path_and_query()
@@ -98,6 +129,12 @@ async fn dispatch(
         }
         .into());
     }
+    if let Some(token) = request.uri().path().strip_prefix(continuation::PREFIX) {
+        if request.method() == Method::GET {
+            let token = token.to_owned();
+            return monitor(state, generation, peer, request, &token, started, exchange).await;
+        }
+    }
     let host = request
         .headers()
         .get(http::header::HOST)
@@ -108,18 +145,132 @@ async fn dispatch(
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
         })?;
-    *route_name = Some(Arc::clone(&route.name));
-    let upstream = shared.upstreams.get(&route.backend.name).ok_or_else(|| {
-        Error::Internal(format!("no client for backend `{}`", route.backend.name).into())
-    })?;
-    let cx = Forward {
+    exchange.route = Some(Arc::clone(&route.name));
+    let cx = forward(generation, route, peer)?;
+    let Some(facade) = &route.facade else {
+        return proxy::forward(cx, request).await;
+    };
+    hold_place(state, generation, route, exchange)?;
+    let env = JobEnv {
+        continuation: &state.continuation,
+        drain: state.drain_signal(),
+    };
+    if let Some(config) = &facade.idempotency {
+        if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
+            return idempotent::run(
+                cx,
+                facade,
+                config,
+                &state.idempotency,
+                request,
+                key,
+                started,
+                env,
+                &mut exchange.extra,
+                &mut exchange.leader,
+            )
+            .await;
+        }
+    }
+    let mut progress = Progress::default();
+    let request = request.map(body::stream);
+    job::handle(
+        cx,
+        facade,
+        request,
+        started,
+        env,
+        &mut exchange.extra,
+        &mut progress,
+    )
+    .await
+}
+
+/// A Baton-served job monitor: the token names the route and the job.
+async fn monitor(
+    state: &State,
+    generation: &Generation,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    token: &str,
+    started: Instant,
+    exchange: &mut Exchange,
+) -> Result<Response<Body>, Error> {
+    // Checked before anything else: a forged token costs no backend call.
+    let ticket = state
+        .continuation
+        .open(token)
+        .ok_or(ClientError::UnknownMonitor)?;
+    let route = generation
+        .config
+        .routes
+        .iter()
+        .find(|r| *r.name == *ticket.route && r.facade.is_some())
+        .ok_or(ClientError::UnknownMonitor)?;
+    let Some(facade) = &route.facade else {
+        return Err(ClientError::UnknownMonitor.into());
+    };
+    exchange.route = Some(Arc::clone(&route.name));
+    let cx = forward(generation, route, peer)?;
+    hold_place(state, generation, route, exchange)?;
+    let env = JobEnv {
+        continuation: &state.continuation,
+        drain: state.drain_signal(),
+    };
+    let mut progress = Progress::default();
+    job::resume(
+        cx,
+        facade,
+        ticket,
+        request.headers(),
+        started,
+        env,
+        &mut exchange.extra,
+        &mut progress,
+    )
+    .await
+}
+
+fn forward<'a>(
+    generation: &'a Generation,
+    route: &'a Route,
+    peer: SocketAddr,
+) -> Result<Forward<'a>, Error> {
+    let upstream = generation
+        .upstreams
+        .get(&route.backend.name)
+        .ok_or_else(|| {
+            Error::Internal(format!("no client for backend `{}`", route.backend.name).into())
+        })?;
+    Ok(Forward {
         route,
         upstream,
         peer,
-        max_request_body: config.server.max_request_body,
-    };
-    match &route.facade {
-        Some(facade) => job::handle(cx, facade, request, started, extra).await,
-        None => proxy::forward(cx, request).await,
+        max_request_body: route
+            .max_request_body
+            .unwrap_or(generation.config.server.max_request_body),
+    })
+}
+
+/// Takes this request's place among those held, or sheds it.
+fn hold_place(
+    state: &State,
+    generation: &Generation,
+    route: &Route,
+    exchange: &mut Exchange,
+) -> Result<(), Error> {
+    let overloaded = |scope: String, limit| Error::Overloaded { scope, limit };
+    let held = state
+        .held
+        .enter()
+        .ok_or_else(|| overloaded("Baton".to_owned(), generation.config.server.max_held))?;
+    exchange._held.push(held);
+    if let Some(gauge) = generation.route_held.get(&route.name) {
+        let limit = route.facade.as_ref().and_then(|f| f.max_held).unwrap_or(0);
+        let held = gauge
+            .enter()
+            .ok_or_else(|| overloaded(format!("route `{}`", route.name), limit))?;
+        exchange._held.push(held);
     }
+    Ok(())
 }

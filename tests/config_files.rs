@@ -31,6 +31,9 @@ const SERVER_KEYS: &[&str] = &[
     "keep_alive",
     "max_connections",
     "shutdown_grace",
+    "max_held",
+    "continuation_key",
+    "idempotency_memory",
 ];
 const BACKEND_KEYS: &[&str] = &[
     "url",
@@ -47,6 +50,7 @@ const ROUTE_KEYS: &[&str] = &[
     "backend",
     "strip_prefix",
     "add_prefix",
+    "max_request_body",
     "async",
 ];
 const ASYNC_KEYS: &[&str] = &[
@@ -60,6 +64,9 @@ const ASYNC_KEYS: &[&str] = &[
     "max_status_body",
     "max_result_body",
     "max_hops",
+    "on_timeout",
+    "max_held",
+    "idempotency",
     "job",
     "handle",
     "state",
@@ -69,6 +76,13 @@ const ASYNC_KEYS: &[&str] = &[
     "cancel",
 ];
 const ASYNC_JOB_KEYS: &[&str] = &["statuses", "needs_handle"];
+const ASYNC_IDEMPOTENCY_KEYS: &[&str] = &[
+    "enabled",
+    "header",
+    "scope_header",
+    "ttl",
+    "max_stored_body",
+];
 const ASYNC_HANDLE_KEYS: &[&str] = &["header", "pointer", "template", "id_pointer"];
 const ASYNC_STATE_KEYS: &[&str] = &[
     "running_statuses",
@@ -199,6 +213,7 @@ fn key_lists_match_what_the_loader_accepts() {
     let nested: Vec<(String, &[&str])> = [
         ("", ASYNC_KEYS),
         (".job", ASYNC_JOB_KEYS),
+        (".idempotency", ASYNC_IDEMPOTENCY_KEYS),
         (".handle", ASYNC_HANDLE_KEYS),
         (".state", ASYNC_STATE_KEYS),
         (".result", ASYNC_RESULT_KEYS),
@@ -262,6 +277,7 @@ fn example_mentions_every_key() {
         MATCH_KEYS,
         ASYNC_KEYS,
         ASYNC_JOB_KEYS,
+        ASYNC_IDEMPOTENCY_KEYS,
         ASYNC_HANDLE_KEYS,
         ASYNC_STATE_KEYS,
         ASYNC_RESULT_KEYS,
@@ -294,6 +310,8 @@ fn example_defaults_agree_with_the_code() {
     assert!(server.keep_alive, "keep_alive defaults to true");
     assert_eq!(server.max_connections, defaults::MAX_CONNECTIONS);
     assert_eq!(server.shutdown_grace, defaults::SHUTDOWN_GRACE);
+    assert_eq!(server.max_held, defaults::MAX_HELD);
+    assert_eq!(server.idempotency_memory, defaults::IDEMPOTENCY_MEMORY);
 
     let app = config
         .backends
@@ -918,6 +936,8 @@ backend = "app"
     assert!(server.keep_alive);
     assert_eq!(server.max_connections, defaults::MAX_CONNECTIONS);
     assert_eq!(server.shutdown_grace, defaults::SHUTDOWN_GRACE);
+    assert_eq!(server.max_held, defaults::MAX_HELD);
+    assert_eq!(server.idempotency_memory, defaults::IDEMPOTENCY_MEMORY);
 
     let [app] = &config.backends[..] else {
         panic!("one backend: {:?}", config.backends);

@@ -35,6 +35,12 @@ pub struct AsyncRoute {
     pub max_result_body: u64,
     /// Redirects followed when fetching a result.
     pub max_hops: usize,
+    /// What a client held past the deadline receives.
+    pub on_timeout: OnTimeout,
+    /// Requests of this route held at once; more are shed with a 503.
+    pub max_held: Option<usize>,
+    /// `None`: retries are not deduplicated on this route.
+    pub idempotency: Option<Idempotency>,
     pub job: JobDetect,
     pub handle: Handle,
     pub state: StateRules,
@@ -42,6 +48,27 @@ pub struct AsyncRoute {
     pub failure: Failure,
     pub poll: PollSchedule,
     pub cancel: Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// 504 problem+json with the job's id and status URL.
+    GatewayTimeout,
+    /// 202 with `Location` of a Baton-served monitor that holds again.
+    Accepted,
+    /// 303 to that monitor, for clients that follow redirects.
+    Redirect,
+}
+
+/// How retries of one request find the job the first one started.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub header: HeaderName,
+    /// Keys are scoped by this client-identity header as well as the route.
+    pub scope_header: Option<HeaderName>,
+    pub ttl: Duration,
+    /// Answers larger than this are delivered once and not replayed.
+    pub max_stored_body: usize,
 }
 
 /// Which submit answers are jobs.
@@ -183,6 +210,9 @@ pub mod defaults {
     pub const MAX_STATUS_BODY: u64 = 1024 * 1024;
     pub const MAX_RESULT_BODY: u64 = 64 * 1024 * 1024;
     pub const MAX_HOPS: usize = 5;
+    pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+    pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+    pub const MAX_STORED_BODY: u64 = 1024 * 1024;
     pub const JOB_STATUSES: [u16; 1] = [202];
     pub const RUNNING_STATUSES: [u16; 1] = [202];
     pub const REDIRECT_STATUSES: [u16; 2] = [302, 303];
@@ -220,6 +250,7 @@ impl Cx<'_> {
         &self,
         index: usize,
         raw: &Spanned<RawAsync>,
+        only_get: bool,
     ) -> Result<AsyncRoute, ConfigError> {
         let at = |k: &str| format!("routes[{index}].async.{k}");
         // Errors about a combination of keys point at the table itself.
@@ -304,6 +335,28 @@ impl Cx<'_> {
                 defaults::MAX_HOPS,
                 0..=20,
             )?,
+            on_timeout: match &raw.on_timeout {
+                None => OnTimeout::GatewayTimeout,
+                Some(v) => self.value(
+                    v,
+                    || at("on_timeout"),
+                    |v| match v {
+                        "504" => Ok(OnTimeout::GatewayTimeout),
+                        "accepted" => Ok(OnTimeout::Accepted),
+                        "redirect" => Ok(OnTimeout::Redirect),
+                        other => Err(format!(
+                            "{other:?} is not one of \"504\", \"accepted\", \"redirect\""
+                        )),
+                    },
+                )?,
+            },
+            max_held: match &raw.max_held {
+                None => None,
+                Some(_) => {
+                    Some(self.count(raw.max_held.as_ref(), || at("max_held"), 0, 1..=1_000_000)?)
+                }
+            },
+            idempotency: self.idempotency(&raw, only_get, &at)?,
             job: JobDetect {
                 statuses: self.statuses(
                     raw.job.statuses.as_ref(),
@@ -345,6 +398,42 @@ impl Cx<'_> {
                 },
             },
         })
+    }
+
+    fn idempotency(
+        &self,
+        raw: &RawAsync,
+        only_get: bool,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<Option<Idempotency>, ConfigError> {
+        let i = &raw.idempotency;
+        // On by default wherever a retry could create a second job.
+        if !i.enabled.unwrap_or(!only_get) {
+            return Ok(None);
+        }
+        let header = match &i.header {
+            None => HeaderName::from_static(defaults::IDEMPOTENCY_HEADER),
+            Some(h) => self.value(h, || at("idempotency.header"), header_name)?,
+        };
+        let scope_header = match &i.scope_header {
+            None => None,
+            Some(h) => Some(self.value(h, || at("idempotency.scope_header"), header_name)?),
+        };
+        Ok(Some(Idempotency {
+            header,
+            scope_header,
+            ttl: self.duration(
+                i.ttl.as_ref(),
+                || at("idempotency.ttl"),
+                defaults::IDEMPOTENCY_TTL,
+            )?,
+            max_stored_body: self.size(
+                i.max_stored_body.as_ref(),
+                || at("idempotency.max_stored_body"),
+                defaults::MAX_STORED_BODY,
+                1..=256 * 1024 * 1024,
+            )? as usize,
+        }))
     }
 
     fn handle(

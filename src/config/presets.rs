@@ -7,7 +7,8 @@
 //! `header`) replaces the preset's source rather than conflicting with it.
 
 use super::raw::{
-    RawAsync, RawCancel, RawFailure, RawHandle, RawJob, RawPoll, RawResult, RawState,
+    RawAsync, RawCancel, RawFailure, RawHandle, RawIdempotency, RawJob, RawPoll, RawResult,
+    RawState,
 };
 
 /// Names and the dialect each one speaks (DESIGN.md §3).
@@ -94,6 +95,21 @@ pub fn merge(route: RawAsync, preset: RawAsync) -> RawAsync {
         max_status_body: route.max_status_body.or(preset.max_status_body),
         max_result_body: route.max_result_body.or(preset.max_result_body),
         max_hops: route.max_hops.or(preset.max_hops),
+        on_timeout: route.on_timeout.or(preset.on_timeout),
+        max_held: route.max_held.or(preset.max_held),
+        idempotency: RawIdempotency {
+            enabled: route.idempotency.enabled.or(preset.idempotency.enabled),
+            header: route.idempotency.header.or(preset.idempotency.header),
+            scope_header: route
+                .idempotency
+                .scope_header
+                .or(preset.idempotency.scope_header),
+            ttl: route.idempotency.ttl.or(preset.idempotency.ttl),
+            max_stored_body: route
+                .idempotency
+                .max_stored_body
+                .or(preset.idempotency.max_stored_body),
+        },
         job: RawJob {
             statuses: route.job.statuses.or(preset.job.statuses),
             needs_handle: route.job.needs_handle.or(preset.job.needs_handle),

@@ -33,6 +33,9 @@ pub struct RawServer {
     pub keep_alive: Option<bool>,
     pub max_connections: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Spanned<String>>,
+    pub max_held: Option<Spanned<i64>>,
+    pub continuation_key: Option<Spanned<String>>,
+    pub idempotency_memory: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +59,7 @@ pub struct RawRoute {
     pub backend: Spanned<String>,
     pub strip_prefix: Option<Spanned<String>>,
     pub add_prefix: Option<Spanned<String>>,
+    pub max_request_body: Option<Spanned<String>>,
     /// Present: the route is a sync facade over a job API.
     #[serde(rename = "async")]
     pub facade: Option<Spanned<RawAsync>>,
@@ -103,6 +107,10 @@ pub struct RawAsync {
     pub max_status_body: Option<Spanned<String>>,
     pub max_result_body: Option<Spanned<String>>,
     pub max_hops: Option<Spanned<i64>>,
+    pub on_timeout: Option<Spanned<String>>,
+    pub max_held: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub idempotency: RawIdempotency,
     #[serde(default)]
     pub job: RawJob,
     #[serde(default)]
@@ -191,4 +199,15 @@ pub struct RawCancel {
     pub on_timeout: Option<bool>,
     pub method: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+}
+
+/// `Idempotency-Key` handling for an async route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdempotency {
+    pub enabled: Option<bool>,
+    pub header: Option<Spanned<String>>,
+    pub scope_header: Option<Spanned<String>>,
+    pub ttl: Option<Spanned<String>>,
+    pub max_stored_body: Option<Spanned<String>>,
 }

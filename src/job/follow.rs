@@ -23,6 +23,8 @@ pub enum Followed {
     Done(StatusAnswer, Done),
     /// The deadline came first.
     TimedOut,
+    /// Shutdown's grace period ended first.
+    Drained,
 }
 
 pub async fn follow(
@@ -30,6 +32,7 @@ pub async fn follow(
     status_url: &Url,
     deadline: Instant,
     first_delay: Option<std::time::Duration>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Followed, Error> {
     let facade = calls.facade;
     let mut schedule = Schedule::new(&facade.poll);
@@ -37,7 +40,10 @@ pub async fn follow(
     let mut failures = 0u32;
     loop {
         let wake = Instant::now() + delay;
-        tokio::time::sleep_until(wake.min(deadline)).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.min(deadline)) => {}
+            _ = drain.wait_for(|now| *now) => return Ok(Followed::Drained),
+        }
         let now = Instant::now();
         if now >= deadline {
             return Ok(Followed::TimedOut);

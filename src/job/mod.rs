@@ -15,6 +15,7 @@
 //! credentials, correlation.
 
 pub mod call;
+pub mod continuation;
 pub mod dialect;
 pub mod fetch;
 pub mod follow;
@@ -27,31 +28,52 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
-use crate::config::{AsyncRoute, HandleSource};
+use crate::config::{AsyncRoute, HandleSource, OnTimeout};
 use crate::error::{Error, JobError, JobRef};
 use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
 use call::JobCalls;
+use continuation::{Continuation, Ticket};
 use follow::Followed;
 use prefer::{Prefer, PREFERENCE_APPLIED};
 use submit::{Job, Submitted};
+use tokio::sync::watch;
+use url::Url;
 
-/// Runs an async route. `extra` collects headers for the client's answer
-/// whichever way it ends (`Preference-Applied` belongs on a 504 too).
-pub async fn handle(
-    cx: Forward<'_>,
-    facade: &AsyncRoute,
-    request: Request<Incoming>,
-    started: Instant,
-    extra: &mut HeaderMap,
-) -> Result<Response<Body>, Error> {
-    let prefer = Prefer::parse(request.headers());
+/// What a facade request needs beyond its route.
+pub struct JobEnv<'a> {
+    pub continuation: &'a Continuation,
+    /// Turns true when held requests must answer now (shutdown).
+    pub drain: watch::Receiver<bool>,
+}
+
+/// How far a facade request got, for the idempotency layer: whether a
+/// job exists, and whether the answer leaves it running.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub submit: Submission,
+    /// The answer does not end the job (deadline, shutdown): a retry
+    /// should follow the same job again.
+    pub job_goes_on: bool,
+}
+
+#[derive(Debug, Default)]
+pub enum Submission {
+    #[default]
+    NotSent,
+    /// Sent, and whether the job API took it is unknown.
+    Sent,
+    Accepted(Ticket),
+}
+
+/// The client's hold: how long, and what to tell it.
+pub fn hold(facade: &AsyncRoute, headers: &HeaderMap, extra: &mut HeaderMap) -> (Prefer, Duration) {
+    let prefer = Prefer::parse(headers);
     let hold = match prefer.wait {
         Some(asked) => {
             let applied = asked.min(facade.max_wait);
@@ -62,6 +84,22 @@ pub async fn handle(
         }
         None => facade.wait,
     };
+    (prefer, hold)
+}
+
+/// Runs an async route: submit the client's request and follow the job.
+/// `extra` collects headers for the client's answer whichever way it ends
+/// (`Preference-Applied` belongs on a 504 too).
+pub async fn handle(
+    cx: Forward<'_>,
+    facade: &AsyncRoute,
+    request: Request<Body>,
+    started: Instant,
+    env: JobEnv<'_>,
+    extra: &mut HeaderMap,
+    progress: &mut Progress,
+) -> Result<Response<Body>, Error> {
+    let (prefer, hold) = hold(facade, request.headers(), extra);
     let deadline = started + hold;
     let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
 
@@ -74,11 +112,19 @@ pub async fn handle(
     }
     // Also the original URI, for results fetched by re-GETting it.
     let submit_url = call::url_of(submit.uri())?;
+    progress.submit = Submission::Sent;
     let response = cx.upstream.send(submit).await?;
     let job = match submit::accept(&calls, response, &submit_url).await? {
         Submitted::Answer(answer) => return Ok(answer),
         Submitted::Job(job) => job,
     };
+    let ticket = Ticket {
+        route: cx.route.name.to_string(),
+        status_url: job.status_url.to_string(),
+        job_id: job.id.clone(),
+        original: submit_url.to_string(),
+    };
+    progress.submit = Submission::Accepted(ticket.clone());
     calls.job = JobRef {
         id: Some(job.id.clone()),
         status_url: Some(calls.public_url(&job.status_url)),
@@ -91,26 +137,134 @@ pub async fn handle(
         );
         return Ok(respond_async(&calls, job));
     }
+    let target = Target {
+        status_url: job.status_url,
+        original: submit_url,
+        ticket,
+        first_delay: job.retry_after,
+    };
+    follow_and_answer(&calls, target, deadline, hold, env, progress).await
+}
 
-    let cancel = CancelGuard::new(&calls, &job)?;
-    match follow::follow(&calls, &job.status_url, deadline, job.retry_after).await {
+/// Follows a job that was submitted earlier (a continuation monitor, or an
+/// idempotent retry after its first attempt let go).
+#[allow(clippy::too_many_arguments)]
+pub async fn resume(
+    cx: Forward<'_>,
+    facade: &AsyncRoute,
+    ticket: Ticket,
+    headers: &HeaderMap,
+    started: Instant,
+    env: JobEnv<'_>,
+    extra: &mut HeaderMap,
+    progress: &mut Progress,
+) -> Result<Response<Body>, Error> {
+    let (_, hold) = hold(facade, headers, extra);
+    let mut calls = JobCalls::new(cx.route, facade, cx.upstream, headers);
+    let unreadable =
+        |what: &str| Error::Internal(format!("a job ticket with an unreadable {what}").into());
+    let status_url = Url::parse(&ticket.status_url).map_err(|_| unreadable("status URL"))?;
+    let original = Url::parse(&ticket.original).map_err(|_| unreadable("original URI"))?;
+    // The ticket was signed by Baton, but the origin policy may have
+    // changed since: check again.
+    calls.resolve(&status_url, status_url.as_str())?;
+    calls.job = JobRef {
+        id: Some(ticket.job_id.clone()),
+        status_url: Some(calls.public_url(&status_url)),
+    };
+    progress.submit = Submission::Accepted(ticket.clone());
+    let target = Target {
+        status_url,
+        original,
+        ticket,
+        first_delay: Some(Duration::ZERO),
+    };
+    follow_and_answer(&calls, target, started + hold, hold, env, progress).await
+}
+
+/// A job to follow.
+struct Target {
+    status_url: Url,
+    original: Url,
+    ticket: Ticket,
+    /// Before the first poll: the accepting answer's Retry-After, or none
+    /// at all for a job resumed after a wait elsewhere.
+    first_delay: Option<Duration>,
+}
+
+async fn follow_and_answer(
+    calls: &JobCalls<'_>,
+    target: Target,
+    deadline: Instant,
+    hold: Duration,
+    env: JobEnv<'_>,
+    progress: &mut Progress,
+) -> Result<Response<Body>, Error> {
+    let facade = calls.facade;
+    let cancel = CancelGuard::new(calls, &target)?;
+    let followed = follow::follow(
+        calls,
+        &target.status_url,
+        deadline,
+        target.first_delay,
+        env.drain,
+    )
+    .await;
+    let monitor = (facade.on_timeout != OnTimeout::GatewayTimeout)
+        .then(|| env.continuation.monitor(&target.ticket));
+    match followed {
         Ok(Followed::Done(last, done)) => {
             cancel.disarm();
-            fetch::result(&calls, &job.status_url, last, done, &submit_url).await
+            fetch::result(calls, &target.status_url, last, done, &target.original).await
         }
         Ok(Followed::TimedOut) => {
             if facade.cancel.on_timeout {
                 cancel.fire();
             } else {
                 cancel.disarm();
+                progress.job_goes_on = true;
             }
-            Err(calls.fail(JobError::Timeout(hold)))
+            match (facade.on_timeout, monitor) {
+                (OnTimeout::Accepted, Some(monitor)) => {
+                    Ok(continue_at(calls, StatusCode::ACCEPTED, &monitor))
+                }
+                (OnTimeout::Redirect, Some(monitor)) => {
+                    Ok(continue_at(calls, StatusCode::SEE_OTHER, &monitor))
+                }
+                _ => Err(calls.fail(JobError::Timeout(hold))),
+            }
+        }
+        Ok(Followed::Drained) => {
+            cancel.disarm();
+            progress.job_goes_on = true;
+            Err(calls.fail(JobError::Drained { monitor }))
         }
         Err(err) => {
             cancel.disarm();
             Err(err)
         }
     }
+}
+
+/// The answer of a hold that ended before the job: where to find it again.
+fn continue_at(calls: &JobCalls<'_>, status: StatusCode, monitor: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "job_id": calls.job.id,
+        "status": "running",
+        "monitor": monitor,
+    });
+    let mut response = Response::new(body::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(monitor) {
+        headers.insert(http::header::LOCATION, location);
+    }
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The job API's accepting answer, for a client that follows the job
@@ -129,7 +283,7 @@ fn respond_async(calls: &JobCalls<'_>, job: Job) -> Response<Body> {
 
 /// Reads a whole body of at most `limit` bytes; the error says which.
 pub async fn read_limited(
-    body: Incoming,
+    body: hyper::body::Incoming,
     limit: usize,
     what: &'static str,
 ) -> Result<Bytes, JobError> {
@@ -156,12 +310,12 @@ struct CancelGuard {
 }
 
 impl CancelGuard {
-    fn new(calls: &JobCalls<'_>, job: &Job) -> Result<Self, Error> {
+    fn new(calls: &JobCalls<'_>, job: &Target) -> Result<Self, Error> {
         let cancel = &calls.facade.cancel;
         let request = if cancel.on_disconnect || cancel.on_timeout {
             let vars = template::Vars {
                 status_url: Some(job.status_url.as_str()),
-                job_id: Some(&job.id),
+                job_id: Some(&job.ticket.job_id),
             };
             let target = cancel
                 .url

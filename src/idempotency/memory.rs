@@ -1,0 +1,315 @@
+//! The single-instance idempotency store: a map behind a mutex, with a TTL
+//! per record and a memory bound on stored answers (the oldest finished
+//! records go first, and are counted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Begin, BoxFuture, Fingerprint, Store, Stored};
+use crate::job::continuation::Ticket;
+
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    /// Bytes of stored answers allowed before the oldest are evicted.
+    limit: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    records: HashMap<String, Record>,
+    /// Finished records by age, for eviction.
+    finished: BTreeMap<u64, String>,
+    bytes: usize,
+    evictions: u64,
+    next_seq: u64,
+}
+
+struct Record {
+    fingerprint: Fingerprint,
+    expires: Instant,
+    ttl: Duration,
+    state: RecordState,
+}
+
+enum RecordState {
+    /// A leader follows the job; waiters watch for its answer.
+    Leading {
+        ticket: Option<Ticket>,
+        answer: watch::Sender<Signal>,
+    },
+    /// The job was submitted and nobody follows it now.
+    Detached(Ticket),
+    Finished {
+        answer: Arc<Stored>,
+        seq: u64,
+    },
+}
+
+/// What waiters learn from a leader.
+#[derive(Clone)]
+enum Signal {
+    Pending,
+    Done(Arc<Stored>),
+    LetGo,
+}
+
+impl MemoryStore {
+    pub fn new(limit: u64) -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every mutation leaves the map consistent before it can panic.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, key: &str) -> Option<Record> {
+        let record = self.records.remove(key)?;
+        if let RecordState::Finished { answer, seq } = &record.state {
+            self.finished.remove(seq);
+            self.bytes -= answer.size();
+        }
+        Some(record)
+    }
+
+    /// Drops finished records, oldest first, until within `limit`.
+    fn evict(&mut self, limit: usize) {
+        while self.bytes > limit {
+            let Some((_, key)) = self.finished.pop_first() else {
+                return;
+            };
+            if let Some(record) = self.records.remove(&key) {
+                if let RecordState::Finished { answer, .. } = &record.state {
+                    self.bytes -= answer.size();
+                }
+                self.evictions += 1;
+            }
+        }
+    }
+}
+
+fn wait(mut signal: watch::Receiver<Signal>) -> BoxFuture<'static, Option<Arc<Stored>>> {
+    Box::pin(async move {
+        loop {
+            match &*signal.borrow_and_update() {
+                Signal::Pending => {}
+                Signal::Done(answer) => return Some(Arc::clone(answer)),
+                Signal::LetGo => return None,
+            }
+            if signal.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+}
+
+impl Store for MemoryStore {
+    fn begin(&self, key: &str, fingerprint: Fingerprint, ttl: Duration) -> BoxFuture<'_, Begin> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.records.get(key).is_some_and(|r| r.expires <= now) {
+            inner.remove(key);
+        }
+        let begin = match inner.records.get_mut(key) {
+            None => {
+                let (answer, _) = watch::channel(Signal::Pending);
+                inner.records.insert(
+                    key.to_owned(),
+                    Record {
+                        fingerprint,
+                        expires: now + ttl,
+                        ttl,
+                        state: RecordState::Leading {
+                            ticket: None,
+                            answer,
+                        },
+                    },
+                );
+                Begin::Lead
+            }
+            Some(record) if record.fingerprint != fingerprint => Begin::Mismatch,
+            Some(record) => match &record.state {
+                RecordState::Leading { answer, .. } => Begin::Wait(wait(answer.subscribe())),
+                RecordState::Finished { answer, .. } => Begin::Replay(Arc::clone(answer)),
+                RecordState::Detached(ticket) => {
+                    let ticket = ticket.clone();
+                    let (answer, _) = watch::channel(Signal::Pending);
+                    record.state = RecordState::Leading {
+                        ticket: Some(ticket.clone()),
+                        answer,
+                    };
+                    Begin::Resume(ticket)
+                }
+            },
+        };
+        Box::pin(std::future::ready(begin))
+    }
+
+    fn submitted(&self, key: &str, job: Ticket) -> BoxFuture<'_, ()> {
+        if let Some(Record {
+            state: RecordState::Leading { ticket, .. },
+            ..
+        }) = self.lock().records.get_mut(key)
+        {
+            *ticket = Some(job);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn complete(&self, key: &str, stored: Stored) -> BoxFuture<'_, ()> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let stored = Arc::new(stored);
+        let size = stored.size();
+        if let Some(record) = inner.records.get_mut(key) {
+            if let RecordState::Leading { answer, .. } = &record.state {
+                answer.send_replace(Signal::Done(Arc::clone(&stored)));
+                record.expires = Instant::now() + record.ttl;
+                record.state = RecordState::Finished {
+                    answer: stored,
+                    seq,
+                };
+                inner.finished.insert(seq, key.to_owned());
+                inner.bytes += size;
+                inner.evict(self.limit);
+            }
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn release(&self, key: &str) -> BoxFuture<'_, ()> {
+        let mut inner = self.lock();
+        let forget = match inner.records.get_mut(key) {
+            Some(record) => match &mut record.state {
+                RecordState::Leading { ticket, answer } => {
+                    answer.send_replace(Signal::LetGo);
+                    match ticket.take() {
+                        Some(ticket) => {
+                            record.state = RecordState::Detached(ticket);
+                            false
+                        }
+                        None => true,
+                    }
+                }
+                _ => false,
+            },
+            None => false,
+        };
+        if forget {
+            inner.remove(key);
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    fn evictions(&self) -> u64 {
+        self.lock().evictions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, StatusCode};
+
+    fn fp(body: &str) -> Fingerprint {
+        Fingerprint::of(&Method::POST, "/orders", body.as_bytes())
+    }
+
+    fn answer(body: &'static str) -> Stored {
+        Stored::Answer {
+            status: StatusCode::CREATED,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    fn ticket() -> Ticket {
+        Ticket {
+            route: "r".into(),
+            status_url: "http://b/status/1".into(),
+            job_id: "1".into(),
+            original: "http://b/orders".into(),
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn lead_wait_replay_mismatch() {
+        let store = MemoryStore::new(1 << 20);
+        assert!(matches!(store.begin("k", fp("a"), HOUR).await, Begin::Lead));
+        let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await else {
+            panic!("a second request waits for the first");
+        };
+        assert!(matches!(
+            store.begin("k", fp("b"), HOUR).await,
+            Begin::Mismatch
+        ));
+        store.complete("k", answer("done")).await;
+        let got = waiting.await.expect("the waiter gets the answer");
+        assert!(matches!(&*got, Stored::Answer { body, .. } if body == "done"));
+        assert!(matches!(
+            store.begin("k", fp("a"), HOUR).await,
+            Begin::Replay(_)
+        ));
+        tokio::time::advance(HOUR).await;
+        assert!(
+            matches!(store.begin("k", fp("a"), HOUR).await, Begin::Lead),
+            "expired"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_lets_go_leaves_its_job_to_the_next() {
+        let store = MemoryStore::new(1 << 20);
+        assert!(matches!(store.begin("k", fp("a"), HOUR).await, Begin::Lead));
+        let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await else {
+            panic!();
+        };
+        store.submitted("k", ticket()).await;
+        store.release("k").await;
+        assert!(waiting.await.is_none(), "waiters learn the leader let go");
+        let Begin::Resume(t) = store.begin("k", fp("a"), HOUR).await else {
+            panic!("the next request resumes the submitted job");
+        };
+        assert_eq!(t, ticket());
+        // Nothing submitted: the key is forgotten and the next one leads.
+        assert!(matches!(store.begin("j", fp("a"), HOUR).await, Begin::Lead));
+        store.release("j").await;
+        assert!(matches!(store.begin("j", fp("a"), HOUR).await, Begin::Lead));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oldest_finished_answers_are_evicted_at_the_bound() {
+        let store = MemoryStore::new(25);
+        for key in ["a", "b", "c"] {
+            assert!(matches!(store.begin(key, fp(key), HOUR).await, Begin::Lead));
+            store.complete(key, answer("0123456789")).await;
+        }
+        assert_eq!(store.evictions(), 1);
+        assert_eq!(store.len(), 2);
+        assert!(
+            matches!(store.begin("a", fp("a"), HOUR).await, Begin::Lead),
+            "a was evicted"
+        );
+        assert!(matches!(
+            store.begin("c", fp("c"), HOUR).await,
+            Begin::Replay(_)
+        ));
+    }
+}

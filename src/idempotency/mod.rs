@@ -1,0 +1,129 @@
+//! `Idempotency-Key` (IETF httpapi draft): a retried request re-attaches to
+//! the job its first attempt started instead of starting another.
+//!
+//! A key is scoped by route and, optionally, a client-identity header, and
+//! bound to the request's fingerprint (method, target, body digest): the
+//! same key with another request is refused. The first request leads:
+//! it submits and follows the job. A retry while it runs waits for the
+//! leader's answer; a retry after it finished replays that answer; a retry
+//! after the leader let go without an answer (its deadline passed) resumes
+//! following the job the leader submitted.
+//!
+//! The [`Store`] trait is the seam between this logic and where records
+//! live: [`memory`] for one instance, a shared store for many.
+
+pub mod memory;
+pub mod request;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use ring::digest;
+
+use crate::job::continuation::Ticket;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A final answer kept for replay.
+#[derive(Debug)]
+pub enum Stored {
+    Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// The answer went to the first request but was too large to keep.
+    TooLarge { status: StatusCode, limit: usize },
+}
+
+impl Stored {
+    /// Bytes this record holds, for the store's memory bound.
+    pub fn size(&self) -> usize {
+        match self {
+            Stored::Answer { headers, body, .. } => {
+                body.len()
+                    + headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+                        .sum::<usize>()
+            }
+            Stored::TooLarge { .. } => 0,
+        }
+    }
+}
+
+/// Identifies the request a key was first used with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub fn of(method: &Method, target: &str, body: &[u8]) -> Self {
+        let body_digest = digest::digest(&digest::SHA256, body);
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(method.as_str().as_bytes());
+        ctx.update(b"\n");
+        ctx.update(target.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(body_digest.as_ref());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Fingerprint(out)
+    }
+}
+
+/// The store key for a client's key: hashed, so neither the client's key
+/// nor its identity header (which may be a credential) is kept as is.
+pub fn scoped_key(route: &str, scope: Option<&[u8]>, key: &[u8]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [route.as_bytes(), scope.unwrap_or_default(), key] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a request with a key should do.
+pub enum Begin {
+    /// First with this key: submit and follow; report back to the store.
+    Lead,
+    /// The job exists and nobody follows it: follow it (no new submit).
+    Resume(Ticket),
+    /// Another request leads: wait for its answer. `None` means it let go
+    /// without one; begin again.
+    Wait(BoxFuture<'static, Option<Arc<Stored>>>),
+    /// Finished earlier: this is the answer.
+    Replay(Arc<Stored>),
+    /// The key belongs to a different request.
+    Mismatch,
+}
+
+/// Where idempotency records live.
+pub trait Store: Send + Sync {
+    /// Claims `key` for a request with `fingerprint`, or says what to do.
+    fn begin(&self, key: &str, fingerprint: Fingerprint, ttl: Duration) -> BoxFuture<'_, Begin>;
+    /// The leader's job was accepted: retries after the leader lets go
+    /// resume this job rather than submitting another.
+    fn submitted(&self, key: &str, ticket: Ticket) -> BoxFuture<'_, ()>;
+    /// The leader's final answer, for everyone waiting and every retry
+    /// until the key expires.
+    fn complete(&self, key: &str, answer: Stored) -> BoxFuture<'_, ()>;
+    /// The leader stops without a final answer (deadline, shutdown, client
+    /// gone). A submitted job stays for the next retry; a key whose request
+    /// never reached the job API is forgotten.
+    fn release(&self, key: &str) -> BoxFuture<'_, ()>;
+    /// Records held now.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Finished records dropped early to stay within the memory bound.
+    fn evictions(&self) -> u64;
+}

@@ -1,0 +1,295 @@
+//! One request's way through the idempotency store: claim the key, then
+//! lead, resume, wait for the leader, or replay; and when leading, leave
+//! the store the answer (or the job) for the retries to come.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use tokio::time::Instant;
+
+use super::{scoped_key, Begin, Fingerprint, Store, Stored};
+use crate::body::{self, Body};
+use crate::config::{AsyncRoute, Idempotency};
+use crate::error::{ClientError, Error, JobError, JobRef};
+use crate::job::{self, JobEnv, Progress, Submission};
+use crate::proxy::Forward;
+
+/// Marks answers that a request did not lead to itself.
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Headers that belong to one request and are not replayed to another.
+const PER_REQUEST: [HeaderName; 3] = [
+    crate::headers::X_REQUEST_ID,
+    crate::correlation::TRACEPARENT,
+    HeaderName::from_static("preference-applied"),
+];
+
+/// The key a request carries, if the route deduplicates and the request
+/// could create a job.
+pub fn key_of<'a>(
+    config: &'a Idempotency,
+    request: &'a Request<hyper::body::Incoming>,
+) -> Result<Option<&'a HeaderValue>, Error> {
+    if matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
+        return Ok(None);
+    }
+    let Some(key) = request.headers().get(&config.header) else {
+        return Ok(None);
+    };
+    // The draft's key is a short opaque string; anything else is a client
+    // bug better reported than hashed.
+    if key.is_empty() || key.len() > 255 || !key.as_bytes().iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ClientError::BadRequest(format!(
+            "{} must be 1 to 255 visible ASCII characters",
+            config.header
+        ))
+        .into());
+    }
+    Ok(Some(key))
+}
+
+/// The leader's side: what the store must learn when the request ends.
+pub struct Leader {
+    store: Arc<dyn Store>,
+    key: String,
+    max_stored_body: usize,
+    pub progress: Progress,
+    finished: bool,
+}
+
+/// Runs an async route for a request carrying an idempotency key. On
+/// return, `leader` is set when this request led; the caller hands it the
+/// final answer with [`Leader::finish`].
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    cx: Forward<'_>,
+    facade: &AsyncRoute,
+    config: &Idempotency,
+    store: &Arc<dyn Store>,
+    request: Request<hyper::body::Incoming>,
+    key: HeaderValue,
+    started: Instant,
+    env: JobEnv<'_>,
+    extra: &mut HeaderMap,
+    leader: &mut Option<Leader>,
+) -> Result<Response<Body>, Error> {
+    let scope = config
+        .scope_header
+        .as_ref()
+        .and_then(|h| request.headers().get(h))
+        .map(|v| v.as_bytes().to_vec());
+    let key = scoped_key(&cx.route.name, scope.as_deref(), key.as_bytes());
+    // The fingerprint needs the whole body before anything is sent; it is
+    // bounded by the route's body limit like any other.
+    let (parts, incoming) = request.into_parts();
+    let limit = cx.max_request_body;
+    if crate::proxy::content_length(&parts.headers).is_some_and(|n| n > limit) {
+        return Err(ClientError::BodyTooLarge { limit }.into());
+    }
+    let bytes = match body::limited(incoming, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<body::TooLarge>() => {
+            return Err(ClientError::BodyTooLarge { limit }.into())
+        }
+        Err(e) => return Err(ClientError::BodyRead(e).into()),
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let fingerprint = Fingerprint::of(&parts.method, target, &bytes);
+    let (_, hold) = job::hold(facade, &parts.headers, extra);
+    let deadline = started + hold;
+    let mut drain = env.drain.clone();
+
+    loop {
+        match store.begin(&key, fingerprint, config.ttl).await {
+            Begin::Mismatch => return Err(ClientError::IdempotencyMismatch.into()),
+            Begin::Replay(stored) => return replay(&stored),
+            Begin::Wait(answer) => {
+                tokio::select! {
+                    answer = answer => match answer {
+                        Some(stored) => return replay(&stored),
+                        // The leader let go; one of those waiting takes over.
+                        None => continue,
+                    },
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Err(Error::job(&JobRef::default(), JobError::Timeout(hold)));
+                    }
+                    _ = drain.wait_for(|now| *now) => {
+                        return Err(Error::job(&JobRef::default(), JobError::Drained { monitor: None }));
+                    }
+                }
+            }
+            Begin::Lead => {
+                let lead = leader.insert(Leader::new(store, key, config));
+                let request = Request::from_parts(parts, body::full(bytes));
+                return job::handle(cx, facade, request, started, env, extra, &mut lead.progress)
+                    .await;
+            }
+            Begin::Resume(ticket) => {
+                let lead = leader.insert(Leader::new(store, key, config));
+                return job::resume(
+                    cx,
+                    facade,
+                    ticket,
+                    &parts.headers,
+                    started,
+                    env,
+                    extra,
+                    &mut lead.progress,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+fn replay(stored: &Stored) -> Result<Response<Body>, Error> {
+    match stored {
+        Stored::Answer {
+            status,
+            headers,
+            body: bytes,
+        } => {
+            let mut response = Response::new(body::full(bytes.clone()));
+            *response.status_mut() = *status;
+            *response.headers_mut() = headers.clone();
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Stored::TooLarge { limit, .. } => Err(Error::job(
+            &JobRef::default(),
+            JobError::NotReplayable { limit: *limit },
+        )),
+    }
+}
+
+impl Leader {
+    fn new(store: &Arc<dyn Store>, key: String, config: &Idempotency) -> Self {
+        Leader {
+            store: Arc::clone(store),
+            key,
+            max_stored_body: config.max_stored_body,
+            progress: Progress::default(),
+            finished: false,
+        }
+    }
+
+    /// Takes the leader's final answer: keeps it for the retries when it
+    /// ends the job, else leaves the job for the next retry to follow.
+    /// `reached_backend` is false when the request failed before the job
+    /// API could have received it.
+    pub async fn finish(
+        mut self,
+        response: Response<Body>,
+        reached_backend: bool,
+    ) -> Response<Body> {
+        self.finished = true;
+        let ends_job = match &self.progress.submit {
+            Submission::Accepted(_) => !self.progress.job_goes_on,
+            // Whether the job API took it is unknown: replaying the error is
+            // safe, a second submit might not be.
+            Submission::Sent => reached_backend,
+            Submission::NotSent => false,
+        };
+        if !ends_job {
+            self.let_go().await;
+            return response;
+        }
+        let (response, stored) = capture(response, self.max_stored_body).await;
+        match stored {
+            Some(stored) => self.store.complete(&self.key, stored).await,
+            None => self.let_go().await,
+        }
+        response
+    }
+
+    async fn let_go(&self) {
+        if let Submission::Accepted(ticket) = &self.progress.submit {
+            self.store.submitted(&self.key, ticket.clone()).await;
+        }
+        self.store.release(&self.key).await;
+    }
+}
+
+impl Drop for Leader {
+    /// A leader dropped unfinished: its client went away mid-request.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        let key = std::mem::take(&mut self.key);
+        let ticket = match &self.progress.submit {
+            Submission::Accepted(ticket) => Some(ticket.clone()),
+            _ => None,
+        };
+        runtime.spawn(async move {
+            if let Some(ticket) = ticket {
+                store.submitted(&key, ticket).await;
+            }
+            store.release(&key).await;
+        });
+    }
+}
+
+/// Reads the answer's body for keeping, up to `limit`. A larger body still
+/// reaches the client whole: the part read so far, then the rest.
+async fn capture(response: Response<Body>, limit: usize) -> (Response<Body>, Option<Stored>) {
+    let (parts, mut incoming) = response.into_parts();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    loop {
+        match incoming.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len();
+                    chunks.push(data);
+                }
+                if size > limit {
+                    let stored = Stored::TooLarge {
+                        status: parts.status,
+                        limit,
+                    };
+                    let head =
+                        stream::iter(chunks.into_iter().map(|c| Ok(http_body::Frame::data(c))));
+                    let body = StreamBody::new(head.chain(BodyStream::new(incoming)));
+                    return (
+                        Response::from_parts(parts, body::stream(body)),
+                        Some(stored),
+                    );
+                }
+            }
+            // The answer broke mid-way: the client sees the break, and
+            // nothing is kept.
+            Some(Err(e)) => {
+                let head = stream::iter(chunks.into_iter().map(|c| Ok(http_body::Frame::data(c))));
+                let failed = stream::once(async move { Err(e) });
+                let body = StreamBody::new(head.chain(failed));
+                return (Response::from_parts(parts, body::stream(body)), None);
+            }
+        }
+    }
+    let bytes: Bytes = match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    };
+    let mut kept = parts.headers.clone();
+    for name in &PER_REQUEST {
+        kept.remove(name);
+    }
+    let stored = Stored::Answer {
+        status: parts.status,
+        headers: kept,
+        body: bytes.clone(),
+    };
+    (Response::from_parts(parts, body::full(bytes)), Some(stored))
+}

@@ -1,0 +1,155 @@
+//! What lives as long as the process, as opposed to one request: the
+//! current configuration generation (swapped whole on reload), the held
+//! request gauges, the drain signal, the idempotency store and the
+//! continuation key.
+//!
+//! A request loads the generation once when it starts and keeps that
+//! `Arc` to its end, so a reload never changes the route a held request
+//! runs under; new requests see the new routes at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::idempotency::{memory::MemoryStore, Store};
+use crate::job::continuation::Continuation;
+use crate::upstream::{TrustError, Upstreams};
+
+/// One configuration and everything built from it.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub upstreams: Upstreams,
+    /// Held-request gauges of the routes that limit them, by route name.
+    pub route_held: HashMap<Arc<str>, Arc<Gauge>>,
+}
+
+impl Generation {
+    pub fn new(config: Config, previous: Option<&Generation>) -> Result<Self, TrustError> {
+        let upstreams = Upstreams::new(&config)?;
+        let mut route_held = HashMap::new();
+        for route in &config.routes {
+            let Some(limit) = route.facade.as_ref().and_then(|f| f.max_held) else {
+                continue;
+            };
+            // A route that survives a reload keeps counting the requests it
+            // already holds.
+            let gauge = match previous.and_then(|p| p.route_held.get(&route.name)) {
+                Some(gauge) => {
+                    gauge.set_limit(limit);
+                    Arc::clone(gauge)
+                }
+                None => Arc::new(Gauge::new(limit)),
+            };
+            route_held.insert(Arc::clone(&route.name), gauge);
+        }
+        Ok(Generation {
+            config: Arc::new(config),
+            upstreams,
+            route_held,
+        })
+    }
+}
+
+/// Process-wide state shared by every connection.
+pub struct State {
+    current: ArcSwap<Generation>,
+    /// Facade requests held now, against `[server] max_held`.
+    pub held: Arc<Gauge>,
+    /// Turns true when the grace period ends: held requests answer now.
+    drain: watch::Sender<bool>,
+    pub idempotency: Arc<dyn Store>,
+    pub continuation: Continuation,
+}
+
+impl State {
+    pub fn new(config: Config) -> Result<Self, TrustError> {
+        let server = config.server.clone();
+        let generation = Generation::new(config, None)?;
+        Ok(State {
+            current: ArcSwap::from_pointee(generation),
+            held: Arc::new(Gauge::new(server.max_held)),
+            drain: watch::channel(false).0,
+            idempotency: Arc::new(MemoryStore::new(server.idempotency_memory)),
+            continuation: match &server.continuation_key {
+                Some(key) => Continuation::new(key),
+                None => Continuation::random(),
+            },
+        })
+    }
+
+    /// The generation a new request runs under.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Replaces the configuration for new requests. Settings of the
+    /// listener itself (addresses, connection limits) need a restart.
+    pub fn reload(&self, config: Config) -> Result<(), TrustError> {
+        let previous = self.current();
+        if config.server.listen != previous.config.server.listen
+            || config.server.admin != previous.config.server.admin
+        {
+            tracing::warn!("listen and admin addresses change only on restart");
+        }
+        self.held.set_limit(config.server.max_held);
+        let generation = Generation::new(config, Some(&previous))?;
+        self.current.store(Arc::new(generation));
+        Ok(())
+    }
+
+    /// Tells held requests to answer now (the grace period is over).
+    pub fn drain_now(&self) {
+        self.drain.send_replace(true);
+    }
+
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+}
+
+/// A count of requests held, with its limit.
+pub struct Gauge {
+    now: AtomicUsize,
+    limit: AtomicUsize,
+}
+
+impl Gauge {
+    pub fn new(limit: usize) -> Self {
+        Gauge {
+            now: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+        }
+    }
+
+    fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more held request, unless the limit is reached.
+    pub fn enter(self: &Arc<Self>) -> Option<Held> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Held(Arc::clone(self)))
+    }
+}
+
+/// One held request; dropping it releases its place.
+pub struct Held(Arc<Gauge>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
