@@ -90,7 +90,11 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let shutdown = match baton::shutdown::on_terminate() {
+        let signals = baton::shutdown::on_terminate().and_then(|shutdown| {
+            baton::shutdown::reload_on_hangup(path, baton.reloader())?;
+            Ok(shutdown)
+        });
+        let shutdown = match signals {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: cannot install signal handlers: {e}");

@@ -1,5 +1,5 @@
-//! Process signals that end the server: SIGTERM (orchestrators) and SIGINT
-//! (a terminal's Ctrl-C) both start the graceful drain.
+//! Process signals: SIGTERM (orchestrators) and SIGINT (a terminal's
+//! Ctrl-C) start the graceful drain; SIGHUP reloads the configuration.
 
 use std::io;
 
@@ -18,4 +18,22 @@ pub fn on_terminate() -> io::Result<impl std::future::Future<Output = ()>> {
         };
         info!(signal = name, "shutdown requested");
     })
+}
+
+/// Re-reads `path` on every SIGHUP. A file that fails to load or build is
+/// logged with its error and the running configuration keeps serving.
+pub fn reload_on_hangup(path: std::path::PathBuf, reloader: crate::Reloader) -> io::Result<()> {
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let outcome = crate::Config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|config| reloader.reload(config).map_err(|e| e.to_string()));
+            match outcome {
+                Ok(()) => info!(config = %path.display(), "configuration reloaded"),
+                Err(error) => tracing::error!(%error, "reload failed; the running configuration stays"),
+            }
+        }
+    });
+    Ok(())
 }

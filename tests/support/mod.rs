@@ -35,6 +35,7 @@ pub const HANG: Duration = Duration::from_secs(600);
 pub struct TestBaton {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
+    reloader: baton::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -62,6 +63,7 @@ impl TestBaton {
         let addr = main.local_addr().unwrap();
         let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
         let baton = Baton::new(config).unwrap_or_else(|e| panic!("{e}"));
+        let reloader = baton.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
             main,
@@ -73,9 +75,16 @@ impl TestBaton {
         TestBaton {
             addr,
             admin,
+            reloader,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Swaps in a new configuration, as SIGHUP does.
+    pub fn reload(&self, toml: &str) {
+        let config = Config::parse(toml, "reload.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        self.reloader.reload(config).unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
