@@ -31,7 +31,9 @@ pub fn reload_on_hangup(path: std::path::PathBuf, reloader: crate::Reloader) -> 
                 .and_then(|config| reloader.reload(config).map_err(|e| e.to_string()));
             match outcome {
                 Ok(()) => info!(config = %path.display(), "configuration reloaded"),
-                Err(error) => tracing::error!(%error, "reload failed; the running configuration stays"),
+                Err(error) => {
+                    tracing::error!(%error, "reload failed; the running configuration stays")
+                }
             }
         }
     });

@@ -18,6 +18,15 @@ use super::call::JobCalls;
 use super::dialect::{self, Done, JobState, StatusAnswer};
 use super::schedule::{self, Schedule};
 
+/// When to poll first.
+#[derive(Debug, Clone, Copy)]
+pub enum FirstPoll {
+    /// After the accepting answer's `Retry-After`, else the first backoff step.
+    After(Option<std::time::Duration>),
+    /// At once: the job was accepted long ago (a resumed follow).
+    Now,
+}
+
 /// How following ended, short of an error.
 pub enum Followed {
     Done(StatusAnswer, Done),
@@ -31,12 +40,15 @@ pub async fn follow(
     calls: &JobCalls<'_>,
     status_url: &Url,
     deadline: Instant,
-    first_delay: Option<std::time::Duration>,
+    first: FirstPoll,
     mut drain: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Followed, Error> {
     let facade = calls.facade;
     let mut schedule = Schedule::new(&facade.poll);
-    let mut delay = schedule.next(first_delay);
+    let mut delay = match first {
+        FirstPoll::After(retry_after) => schedule.next(retry_after),
+        FirstPoll::Now => std::time::Duration::ZERO,
+    };
     let mut failures = 0u32;
     loop {
         let wake = Instant::now() + delay;

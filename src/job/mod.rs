@@ -39,7 +39,7 @@ use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
 use call::JobCalls;
 use continuation::{Continuation, Ticket};
-use follow::Followed;
+use follow::{FirstPoll, Followed};
 use prefer::{Prefer, PREFERENCE_APPLIED};
 use submit::{Job, Submitted};
 use tokio::sync::watch;
@@ -141,7 +141,7 @@ pub async fn handle(
         status_url: job.status_url,
         original: submit_url,
         ticket,
-        first_delay: job.retry_after,
+        first_poll: FirstPoll::After(job.retry_after),
     };
     follow_and_answer(&calls, target, deadline, hold, env, progress).await
 }
@@ -177,7 +177,7 @@ pub async fn resume(
         status_url,
         original,
         ticket,
-        first_delay: Some(Duration::ZERO),
+        first_poll: FirstPoll::Now,
     };
     follow_and_answer(&calls, target, started + hold, hold, env, progress).await
 }
@@ -187,9 +187,7 @@ struct Target {
     status_url: Url,
     original: Url,
     ticket: Ticket,
-    /// Before the first poll: the accepting answer's Retry-After, or none
-    /// at all for a job resumed after a wait elsewhere.
-    first_delay: Option<Duration>,
+    first_poll: FirstPoll,
 }
 
 async fn follow_and_answer(
@@ -206,7 +204,7 @@ async fn follow_and_answer(
         calls,
         &target.status_url,
         deadline,
-        target.first_delay,
+        target.first_poll,
         env.drain,
     )
     .await;

@@ -84,7 +84,9 @@ impl TestBaton {
     /// Swaps in a new configuration, as SIGHUP does.
     pub fn reload(&self, toml: &str) {
         let config = Config::parse(toml, "reload.toml", None).unwrap_or_else(|e| panic!("{e}"));
-        self.reloader.reload(config).unwrap_or_else(|e| panic!("{e}"));
+        self.reloader
+            .reload(config)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
