@@ -61,7 +61,7 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Facade requests held at once, across routes; more are shed (503).
     pub max_held: usize,
-    /// Signs continuation tokens; `None`: a random key per process, so
+    /// Seals continuation tokens; `None`: a random key per process, so
     /// tokens work only on this instance until it restarts.
     pub continuation_key: Option<Arc<[u8]>>,
     /// Memory the idempotency store may use for stored answers.

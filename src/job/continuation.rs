@@ -1,21 +1,26 @@
 //! Continuation tokens: a job a client may come back for, carried in the
 //! URL of a Baton-served monitor (`/.baton/jobs/{token}`).
 //!
-//! The token holds the route and the backend's status URL, signed with
-//! HMAC-SHA256. Baton keeps no state for it, so any instance with the same
-//! key can serve it; a token that was forged or altered does not verify
-//! and costs no backend call.
+//! The token holds the route and the backend's status URL, sealed with
+//! AES-256-GCM under a key derived (HMAC-SHA256) from the configured
+//! secret: authenticated, so a forged or altered token does not open and
+//! costs no backend call; and opaque, so clients do not learn the
+//! backend's internal addresses. Baton keeps no state for it, so any
+//! instance with the same secret can serve it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 /// Where Baton serves continuation monitors.
 pub const PREFIX: &str = "/.baton/jobs/";
 
 pub struct Continuation {
-    key: hmac::Key,
+    key: LessSafeKey,
+    random: SystemRandom,
 }
 
 /// What a token stands for.
@@ -34,36 +39,66 @@ pub struct Ticket {
 
 impl Continuation {
     pub fn new(secret: &[u8]) -> Self {
+        // The secret may be any string; the cipher key is derived from it,
+        // bound to this one use.
+        let derive = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let key = hmac::sign(&derive, b"baton continuation token v1");
+        let key = UnboundKey::new(&AES_256_GCM, key.as_ref())
+            .expect("an HMAC-SHA256 tag is a valid AES-256 key");
         Continuation {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            key: LessSafeKey::new(key),
+            random: SystemRandom::new(),
         }
     }
 
     /// A key of this process alone: tokens die with it.
     pub fn random() -> Self {
-        let secret: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+        let mut secret = [0u8; 32];
+        // The OS generator failing leaves a zero key: tokens would still
+        // be per-process opaque values, but say so.
+        if SystemRandom::new().fill(&mut secret).is_err() {
+            tracing::error!("no system randomness for the continuation key");
+        }
         Self::new(&secret)
     }
 
     /// The monitor path for `ticket`.
     pub fn monitor(&self, ticket: &Ticket) -> String {
-        // Serializing three strings cannot fail.
-        let payload = serde_json::to_vec(ticket).unwrap_or_default();
-        let tag = hmac::sign(&self.key, &payload);
-        format!(
-            "{PREFIX}{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag.as_ref())
-        )
+        // Serializing four strings cannot fail.
+        let mut sealed = serde_json::to_vec(ticket).unwrap_or_default();
+        let mut nonce = [0u8; NONCE_LEN];
+        if self.random.fill(&mut nonce).is_err() {
+            tracing::error!("no system randomness for a continuation nonce");
+        }
+        if self
+            .key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut sealed,
+            )
+            .is_err()
+        {
+            return PREFIX.to_owned();
+        }
+        let mut token = nonce.to_vec();
+        token.extend_from_slice(&sealed);
+        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(token))
     }
 
     /// The ticket behind a token, if the token is genuine.
     pub fn open(&self, token: &str) -> Option<Ticket> {
-        let (payload, tag) = token.split_once('.')?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        hmac::verify(&self.key, &payload, &tag).ok()?;
-        serde_json::from_slice(&payload).ok()
+        let mut bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        if bytes.len() < NONCE_LEN {
+            return None;
+        }
+        let mut sealed = bytes.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&bytes).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::empty(), &mut sealed)
+            .ok()?;
+        serde_json::from_slice(plain).ok()
     }
 }
 
@@ -86,17 +121,25 @@ mod tests {
         let path = c.monitor(&ticket());
         let token = path.strip_prefix(PREFIX).unwrap();
         assert_eq!(c.open(token), Some(ticket()));
-        // Another instance with the same key accepts it; another key does not.
+        assert!(!path.contains("backend"), "opaque: {path}");
+        assert_ne!(c.monitor(&ticket()), path, "a fresh nonce each time");
+        // Another instance with the same secret accepts it; another does not.
         assert_eq!(Continuation::new(&[7u8; 32]).open(token), Some(ticket()));
         assert_eq!(Continuation::new(&[8u8; 32]).open(token), None);
 
-        let (payload, tag) = token.split_once('.').unwrap();
-        let mut forged = ticket();
-        forged.status_url = "http://evil/".into();
-        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-        assert_eq!(c.open(&format!("{forged_payload}.{tag}")), None);
-        assert_eq!(c.open(payload), None);
+        let mut bytes = URL_SAFE_NO_PAD.decode(token).unwrap();
+        for i in [0, NONCE_LEN, bytes.len() - 1] {
+            bytes[i] ^= 1;
+            assert_eq!(
+                c.open(&URL_SAFE_NO_PAD.encode(&bytes)),
+                None,
+                "flipped byte {i}"
+            );
+            bytes[i] ^= 1;
+        }
+        assert_eq!(c.open(&token[..token.len() - 2]), None);
         assert_eq!(c.open("garbage"), None);
         assert_eq!(c.open(""), None);
+        assert!(Continuation::random().open(token).is_none());
     }
 }
