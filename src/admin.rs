@@ -1,6 +1,7 @@
 //! The admin listener, on its own address so it need not face clients:
-//! `/healthz` (the process answers) and `/readyz` (config loaded and not
-//! draining, so a load balancer stops sending work before we stop).
+//! `/metrics` (Prometheus text), `/healthz` (the process answers) and
+//! `/readyz` (config loaded and not draining, so a load balancer stops
+//! sending work before we stop).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::body::{self, Body};
+use crate::state::State;
 
 /// Serves health endpoints until the process ends. `draining` turns
 /// `/readyz` to 503 the moment shutdown begins.
-pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>, state: Arc<State>) {
     let draining = Arc::new(draining);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -31,10 +33,12 @@ pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>) {
             }
         };
         let draining = Arc::clone(&draining);
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let ready = !*draining.borrow();
-                async move { Ok::<_, Infallible>(answer(&request, ready)) }
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(answer(&request, ready, &state)) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -46,7 +50,16 @@ pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>) {
     }
 }
 
-fn answer(request: &Request<Incoming>, ready: bool) -> Response<Body> {
+fn answer(request: &Request<Incoming>, ready: bool, state: &State) -> Response<Body> {
+    if request.uri().path() == "/metrics" {
+        let text = state.metrics.render(&*state.idempotency);
+        let mut response = Response::new(body::full(text));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        return response;
+    }
     let (status, text) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if ready => (StatusCode::OK, "ready\n"),

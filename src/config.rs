@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub continuation_key: Option<Arc<[u8]>>,
     /// Memory the idempotency store may use for stored answers.
     pub idempotency_memory: u64,
+    /// Header values never logged, besides the credentials always hidden.
+    pub redact_headers: Vec<http::HeaderName>,
 }
 
 #[derive(Debug, Clone)]
@@ -403,6 +405,18 @@ impl Cx<'_> {
                 defaults::IDEMPOTENCY_MEMORY,
                 1..=u64::MAX,
             )?,
+            redact_headers: raw
+                .redact_headers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, name)| {
+                    self.value(name, || format!("server.redact_headers[{i}]"), |n| {
+                        http::HeaderName::from_bytes(n.as_bytes())
+                            .map_err(|_| format!("{n:?} is not a valid header name"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -170,6 +170,21 @@ fn summary(error: &Option<serde_json::Value>) -> String {
     format!(": {text}")
 }
 
+impl BackendError {
+    /// The kind of failure, as a metric label.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            BackendError::Refused(_) => "refused",
+            BackendError::ConnectTimeout(_) => "connect_timeout",
+            BackendError::Tls { .. } => "tls",
+            BackendError::Connect { .. } => "connect",
+            BackendError::Timeout(_) => "timeout",
+            BackendError::Broken { .. } => "broken",
+            BackendError::Upgrade(_) => "upgrade",
+        }
+    }
+}
+
 impl Error {
     pub fn job(job: &JobRef, kind: JobError) -> Self {
         Error::Job {

@@ -121,6 +121,41 @@ pub fn header_size(method_len: usize, target_len: usize, headers: &HeaderMap) ->
         })
 }
 
+/// Headers whose values are credentials, whatever the configuration says.
+const SECRET: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    header::SET_COOKIE,
+];
+
+/// Headers for a log line: names kept, the values of credentials (and of
+/// the configured secret headers) replaced.
+pub struct Redacted<'a> {
+    headers: &'a HeaderMap,
+    secret: &'a [HeaderName],
+}
+
+impl<'a> Redacted<'a> {
+    pub fn new(headers: &'a HeaderMap, secret: &'a [HeaderName]) -> Self {
+        Redacted { headers, secret }
+    }
+}
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.headers {
+            if SECRET.contains(name) || self.secret.contains(name) {
+                map.entry(&name.as_str(), &"<redacted>");
+            } else {
+                map.entry(&name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+        map.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +177,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn redaction_hides_credentials_and_configured_secrets() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        h.insert(header::COOKIE, HeaderValue::from_static("sid=s3cret"));
+        h.insert("x-api-key", HeaderValue::from_static("s3cret"));
+        h.insert("x-plain", HeaderValue::from_static("visible"));
+        let secret = [HeaderName::from_static("x-api-key")];
+        let shown = format!("{:?}", Redacted::new(&h, &secret));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("visible") && shown.contains("authorization"),
+            "{shown}"
+        );
     }
 
     #[test]

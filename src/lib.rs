@@ -29,6 +29,7 @@ pub mod error;
 pub mod headers;
 pub mod idempotency;
 pub mod job;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -82,6 +83,15 @@ impl Reloader {
     pub fn reload(&self, config: Config) -> Result<(), TrustError> {
         self.state.reload(config)
     }
+
+    /// Loads `path` and reloads from it; the error says which step failed.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
+        let config = Config::load(path).map_err(|e| {
+            self.state.metrics.reload(false);
+            e.to_string()
+        })?;
+        self.reload(config).map_err(|e| e.to_string())
+    }
 }
 
 impl Baton {
@@ -107,9 +117,9 @@ impl Baton {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let (draining, draining_rx) = watch::channel(false);
-        let admin = listeners
-            .admin
-            .map(|listener| tokio::spawn(admin::serve(listener, draining_rx)));
+        let admin = listeners.admin.map(|listener| {
+            tokio::spawn(admin::serve(listener, draining_rx, Arc::clone(&self.state)))
+        });
         let result = server::serve(listeners.main, self.state, shutdown, draining).await;
         if let Some(admin) = admin {
             admin.abort();

@@ -10,29 +10,53 @@ use http::header::HeaderMap;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::field::Empty;
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::body::{self, Body};
 use crate::config::Route;
 use crate::correlation;
 use crate::error::{BackendError, ClientError, Error};
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, Redacted, X_REQUEST_ID};
 use crate::idempotency::request::{self as idempotent, Leader};
-use crate::job::{self, continuation, JobEnv, Progress};
+use crate::job::{self, continuation, JobEnv, Progress, Submission};
+use crate::metrics::{Metrics, RouteLabel, RouteOutcome};
 use crate::proxy::{self, Forward};
 use crate::router;
 use crate::state::{Generation, Held, State};
 
-/// What a request gathers on its way, for its answer and its log line.
+/// What a request gathers on its way, for its answer, its metrics and its
+/// log line.
 #[derive(Default)]
 struct Exchange {
     route: Option<Arc<str>>,
     /// Headers for the answer, success or failure.
     extra: HeaderMap,
-    /// Set when this request leads an idempotent job.
+    /// Set when this request leads an idempotent job (and then holds the
+    /// job's progress).
     leader: Option<Leader>,
+    /// The job's progress when this request does not lead one.
+    progress: Progress,
+    /// `latched` or `replayed`: the answer came from another request's job.
+    role: Option<&'static str>,
     /// Places held by this request, released when it ends.
     _held: Vec<Held>,
+    _held_metric: Option<HeldMetric>,
+}
+
+impl Exchange {
+    fn progress(&self) -> &Progress {
+        self.leader.as_ref().map_or(&self.progress, |l| &l.progress)
+    }
+}
+
+/// One held request in the `requests_held` gauge.
+struct HeldMetric(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for HeldMetric {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Handles one request; never fails, because every failure has an answer.
@@ -49,8 +73,17 @@ pub async fn handle(
     // A request runs under the configuration it arrived with, whatever a
     // reload does meanwhile.
     let generation = state.current();
+    let span = info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or_default(),
+        route = Empty,
+        job_id = Empty,
+    );
+    debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
     let mut exchange = Exchange::default();
-    let result = dispatch(&state, &generation, peer, request, started, &mut exchange).await;
+    let result = dispatch(&state, &generation, peer, request, started, &mut exchange)
+        .instrument(span.clone())
+        .await;
     let outcome;
     let mut reached_backend = true;
     let mut response = match result {
@@ -62,29 +95,77 @@ pub async fn handle(
             outcome = err.slug();
             reached_backend = !never_reached_backend(&err);
             if err.status().is_server_error() {
-                warn!(request_id = ?request_id, error = %crate::error::chain(&err), "request failed");
+                warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
             }
             err.into_response(request_id.to_str().unwrap_or_default())
         }
     };
+    let route = exchange.route.as_deref().unwrap_or("none").to_owned();
+    let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
     if let Some(leader) = exchange.leader.take() {
         response = leader.finish(response, reached_backend).await;
     }
     let headers = response.headers_mut();
-    headers.extend(exchange.extra);
+    headers.extend(std::mem::take(&mut exchange.extra));
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(correlation::TRACEPARENT, traceparent);
+    let elapsed = started.elapsed();
+    let labels = RouteOutcome {
+        route,
+        outcome: outcome.to_owned(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
     info!(
         target: "baton::access",
+        parent: &span,
         %method,
         %path,
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        route = exchange.route.as_deref().unwrap_or("-"),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        route = %labels.route,
         request_id = request_id.to_str().unwrap_or_default(),
+        job_id = job_id.as_deref().unwrap_or("-"),
+        polls,
         outcome,
     );
     response
+}
+
+/// Counts what happened to the request's job; returns its id and polls
+/// for the access log.
+fn record_job(
+    metrics: &Metrics,
+    route: &str,
+    exchange: &Exchange,
+    outcome: &str,
+) -> (Option<String>, u32) {
+    if let Some(role) = exchange.role {
+        metrics.job(route, role);
+    }
+    let progress = exchange.progress();
+    let Submission::Accepted(ticket) = &progress.submit else {
+        return (None, progress.polls);
+    };
+    if !progress.resumed {
+        metrics.job(route, "submitted");
+    }
+    let event = match outcome {
+        _ if progress.job_goes_on => Some("timed_out"),
+        "ok" if progress.polls > 0 => Some("succeeded"),
+        "job-failed" | "job-gone" => Some("failed"),
+        "job-canceled" => Some("canceled"),
+        "job-timeout" => Some("timed_out"),
+        _ => None,
+    };
+    if let Some(event) = event {
+        metrics.job(route, event);
+    }
+    (Some(ticket.job_id.clone()), progress.polls)
 }
 
 /// Failures that happen before a request could reach a backend: retrying
@@ -146,6 +227,7 @@ async fn dispatch(
             path: request.uri().path().to_owned(),
         })?;
     exchange.route = Some(Arc::clone(&route.name));
+    tracing::Span::current().record("route", &*route.name);
     let cx = forward(generation, route, peer)?;
     let Some(facade) = &route.facade else {
         return proxy::forward(cx, request).await;
@@ -153,6 +235,7 @@ async fn dispatch(
     hold_place(state, generation, route, exchange)?;
     let env = JobEnv {
         continuation: &state.continuation,
+        metrics: &state.metrics,
         drain: state.drain_signal(),
     };
     if let Some(config) = &facade.idempotency {
@@ -168,6 +251,7 @@ async fn dispatch(
                 env,
                 &mut exchange.extra,
                 &mut exchange.leader,
+                &mut exchange.role,
             )
             .await;
         }
@@ -211,13 +295,14 @@ async fn monitor(
         return Err(ClientError::UnknownMonitor.into());
     };
     exchange.route = Some(Arc::clone(&route.name));
+    tracing::Span::current().record("route", &*route.name);
     let cx = forward(generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
     let env = JobEnv {
         continuation: &state.continuation,
+        metrics: &state.metrics,
         drain: state.drain_signal(),
     };
-    let mut progress = Progress::default();
     job::resume(
         cx,
         facade,
@@ -226,7 +311,7 @@ async fn monitor(
         started,
         env,
         &mut exchange.extra,
-        &mut progress,
+        &mut exchange.progress,
     )
     .await
 }
@@ -272,5 +357,10 @@ fn hold_place(
             .ok_or_else(|| overloaded(format!("route `{}`", route.name), limit))?;
         exchange._held.push(held);
     }
+    let gauge = state.metrics.held.get_or_create(&RouteLabel {
+        route: route.name.to_string(),
+    });
+    gauge.inc();
+    exchange._held_metric = Some(HeldMetric(gauge.clone()));
     Ok(())
 }

@@ -26,10 +26,7 @@ pub fn reload_on_hangup(path: std::path::PathBuf, reloader: crate::Reloader) -> 
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            let outcome = crate::Config::load(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|config| reloader.reload(config).map_err(|e| e.to_string()));
-            match outcome {
+            match reloader.reload_file(&path) {
                 Ok(()) => info!(config = %path.display(), "configuration reloaded"),
                 Err(error) => {
                     tracing::error!(%error, "reload failed; the running configuration stays")

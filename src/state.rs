@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::idempotency::{memory::MemoryStore, Store};
 use crate::job::continuation::Continuation;
+use crate::metrics::Metrics;
 use crate::upstream::{TrustError, Upstreams};
 
 /// One configuration and everything built from it.
@@ -28,8 +29,12 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn new(config: Config, previous: Option<&Generation>) -> Result<Self, TrustError> {
-        let upstreams = Upstreams::new(&config)?;
+    pub fn new(
+        config: Config,
+        previous: Option<&Generation>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, TrustError> {
+        let upstreams = Upstreams::new(&config, metrics)?;
         let mut route_held = HashMap::new();
         for route in &config.routes {
             let Some(limit) = route.facade.as_ref().and_then(|f| f.max_held) else {
@@ -63,12 +68,14 @@ pub struct State {
     drain: watch::Sender<bool>,
     pub idempotency: Arc<dyn Store>,
     pub continuation: Continuation,
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
     pub fn new(config: Config) -> Result<Self, TrustError> {
         let server = config.server.clone();
-        let generation = Generation::new(config, None)?;
+        let metrics = Arc::new(Metrics::new());
+        let generation = Generation::new(config, None, &metrics)?;
         Ok(State {
             current: ArcSwap::from_pointee(generation),
             held: Arc::new(Gauge::new(server.max_held)),
@@ -78,6 +85,7 @@ impl State {
                 Some(key) => Continuation::new(key),
                 None => Continuation::random(),
             },
+            metrics,
         })
     }
 
@@ -95,8 +103,11 @@ impl State {
         {
             tracing::warn!("listen and admin addresses change only on restart");
         }
-        self.held.set_limit(config.server.max_held);
-        let generation = Generation::new(config, Some(&previous))?;
+        let max_held = config.server.max_held;
+        let generation = Generation::new(config, Some(&previous), &self.metrics);
+        self.metrics.reload(generation.is_ok());
+        let generation = generation?;
+        self.held.set_limit(max_held);
         self.current.store(Arc::new(generation));
         Ok(())
     }

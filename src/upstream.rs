@@ -22,6 +22,7 @@ use rustls::RootCertStore;
 use crate::body::{self, Body};
 use crate::config::{BackendConfig, Config};
 use crate::error::{chain, BackendError, ClientError, Error};
+use crate::metrics::{BackendKind, BackendLabel, Metrics};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -30,6 +31,9 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 pub struct Upstream {
     pub config: Arc<BackendConfig>,
     client: HttpClient,
+    metrics: Arc<Metrics>,
+    /// This backend's label, made once rather than per call.
+    label: BackendLabel,
 }
 
 /// Upstreams by backend name, built once per config.
@@ -47,7 +51,7 @@ pub struct TrustError {
 }
 
 impl Upstreams {
-    pub fn new(config: &Config) -> Result<Self, TrustError> {
+    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, TrustError> {
         let mut system_roots = None;
         let mut by_name = HashMap::with_capacity(config.backends.len());
         for backend in &config.backends {
@@ -73,6 +77,10 @@ impl Upstreams {
             let upstream = Upstream {
                 config: Arc::clone(backend),
                 client: build_client(backend, roots),
+                metrics: Arc::clone(metrics),
+                label: BackendLabel {
+                    backend: backend.name.clone(),
+                },
             };
             by_name.insert(backend.name.clone(), upstream);
         }
@@ -138,14 +146,29 @@ impl Upstream {
         request: Request<Body>,
         timeout: std::time::Duration,
     ) -> Result<Response<Incoming>, Error> {
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let started = tokio::time::Instant::now();
+        let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.classify(err)),
             Err(_) => Err(Error::backend(
                 &self.config.name,
                 BackendError::Timeout(timeout),
             )),
+        };
+        self.metrics
+            .backend_duration
+            .get_or_create(&self.label)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(Error::Backend { kind, .. }) = &result {
+            self.metrics
+                .backend_errors
+                .get_or_create(&BackendKind {
+                    backend: self.config.name.clone(),
+                    kind: kind.slug().to_owned(),
+                })
+                .inc();
         }
+        result
     }
 
     /// Names the cause of a failed call and decides whose fault it was: a

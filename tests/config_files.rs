@@ -34,6 +34,7 @@ const SERVER_KEYS: &[&str] = &[
     "max_held",
     "continuation_key",
     "idempotency_memory",
+    "redact_headers",
 ];
 const BACKEND_KEYS: &[&str] = &[
     "url",

@@ -36,6 +36,7 @@ pub struct RawServer {
     pub max_held: Option<Spanned<i64>>,
     pub continuation_key: Option<Spanned<String>>,
     pub idempotency_memory: Option<Spanned<String>>,
+    pub redact_headers: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

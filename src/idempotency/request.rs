@@ -76,6 +76,7 @@ pub async fn run(
     env: JobEnv<'_>,
     extra: &mut HeaderMap,
     leader: &mut Option<Leader>,
+    role: &mut Option<&'static str>,
 ) -> Result<Response<Body>, Error> {
     let scope = config
         .scope_header
@@ -106,11 +107,17 @@ pub async fn run(
     loop {
         match store.begin(&key, fingerprint, config.ttl).await {
             Begin::Mismatch => return Err(ClientError::IdempotencyMismatch.into()),
-            Begin::Replay(stored) => return replay(&stored),
+            Begin::Replay(stored) => {
+                *role = Some("replayed");
+                return replay(&stored);
+            }
             Begin::Wait(answer) => {
                 tokio::select! {
                     answer = answer => match answer {
-                        Some(stored) => return replay(&stored),
+                        Some(stored) => {
+                            *role = Some("latched");
+                            return replay(&stored);
+                        }
                         // The leader let go; one of those waiting takes over.
                         None => continue,
                     },

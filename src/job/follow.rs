@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::{Error, JobError};
+use crate::metrics::{Metrics, RouteKind, RouteLabel};
 
 use super::call::JobCalls;
 use super::dialect::{self, Done, JobState, StatusAnswer};
@@ -42,8 +43,13 @@ pub async fn follow(
     deadline: Instant,
     first: FirstPoll,
     mut drain: tokio::sync::watch::Receiver<bool>,
+    metrics: &Metrics,
+    polls: &mut u32,
 ) -> Result<Followed, Error> {
     let facade = calls.facade;
+    let route = RouteLabel {
+        route: calls.route.name.to_string(),
+    };
     let mut schedule = Schedule::new(&facade.poll);
     let mut delay = match first {
         FirstPoll::After(retry_after) => schedule.next(retry_after),
@@ -62,13 +68,21 @@ pub async fn follow(
         }
         let timeout = facade.poll.timeout.min(deadline - now);
         let request = calls.request(Method::GET, status_url)?;
-        let outcome: Result<(), (String, Option<std::time::Duration>)> = match calls
+        *polls += 1;
+        metrics.polls.get_or_create(&route).inc();
+        let outcome: Result<(), (&str, String, Option<std::time::Duration>)> = match calls
             .send(request, timeout)
             .await
         {
             Ok(response) if is_transient(response.status()) => {
                 let asked = schedule::retry_after(response.headers(), SystemTime::now());
+                let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    "throttled"
+                } else {
+                    "server_error"
+                };
                 Err((
+                    kind,
                     format!("the status monitor answered {}", response.status()),
                     asked,
                 ))
@@ -100,9 +114,22 @@ pub async fn follow(
             }
             // Only calls that never got an answer land here: connect errors,
             // resets, per-call timeouts.
-            Err(err) => Err((crate::error::chain(&err), None)),
+            Err(err) => {
+                let kind = match &err {
+                    Error::Backend { kind, .. } => kind.slug(),
+                    _ => "other",
+                };
+                Err((kind, crate::error::chain(&err), None))
+            }
         };
-        if let Err((cause, asked)) = outcome {
+        if let Err((kind, cause, asked)) = outcome {
+            metrics
+                .poll_errors
+                .get_or_create(&RouteKind {
+                    route: route.route.clone(),
+                    kind: kind.to_owned(),
+                })
+                .inc();
             failures += 1;
             tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
             if failures >= facade.poll.max_failures {

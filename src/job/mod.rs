@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, HandleSource, OnTimeout};
 use crate::error::{Error, JobError, JobRef};
+use crate::metrics::{Metrics, RouteLabel};
 use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
 use call::JobCalls;
@@ -48,6 +49,7 @@ use url::Url;
 /// What a facade request needs beyond its route.
 pub struct JobEnv<'a> {
     pub continuation: &'a Continuation,
+    pub metrics: &'a Metrics,
     /// Turns true when held requests must answer now (shutdown).
     pub drain: watch::Receiver<bool>,
 }
@@ -57,6 +59,9 @@ pub struct JobEnv<'a> {
 #[derive(Debug, Default)]
 pub struct Progress {
     pub submit: Submission,
+    /// This request followed a job submitted earlier.
+    pub resumed: bool,
+    pub polls: u32,
     /// The answer does not end the job (deadline, shutdown): a retry
     /// should follow the same job again.
     pub job_goes_on: bool,
@@ -125,6 +130,7 @@ pub async fn handle(
         original: submit_url.to_string(),
     };
     progress.submit = Submission::Accepted(ticket.clone());
+    tracing::Span::current().record("job_id", job.id.as_str());
     calls.job = JobRef {
         id: Some(job.id.clone()),
         status_url: Some(calls.public_url(&job.status_url)),
@@ -173,6 +179,8 @@ pub async fn resume(
         status_url: Some(calls.public_url(&status_url)),
     };
     progress.submit = Submission::Accepted(ticket.clone());
+    progress.resumed = true;
+    tracing::Span::current().record("job_id", ticket.job_id.as_str());
     let target = Target {
         status_url,
         original,
@@ -206,6 +214,8 @@ async fn follow_and_answer(
         deadline,
         target.first_poll,
         env.drain,
+        env.metrics,
+        &mut progress.polls,
     )
     .await;
     let monitor = (facade.on_timeout != OnTimeout::GatewayTimeout)
@@ -213,7 +223,16 @@ async fn follow_and_answer(
     match followed {
         Ok(Followed::Done(last, done)) => {
             cancel.disarm();
-            fetch::result(calls, &target.status_url, last, done, &target.original).await
+            let done_at = Instant::now();
+            let answer =
+                fetch::result(calls, &target.status_url, last, done, &target.original).await;
+            env.metrics
+                .completion_delay
+                .get_or_create(&RouteLabel {
+                    route: calls.route.name.to_string(),
+                })
+                .observe(done_at.elapsed().as_secs_f64());
+            answer
         }
         Ok(Followed::TimedOut) => {
             if facade.cancel.on_timeout {

@@ -1,0 +1,205 @@
+//! What Baton counts, for Prometheus: served on the admin listener as
+//! `/metrics` in the OpenMetrics text format.
+//!
+//! Labels are route and backend names from the configuration and small
+//! fixed vocabularies (outcome slugs, job events, error kinds) — never a
+//! raw path or header, so series stay few however clients behave.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::idempotency::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcome {
+    pub route: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobEvent {
+    pub route: String,
+    /// submitted, succeeded, failed, timed_out, canceled, latched, replayed.
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteKind {
+    pub route: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendKind {
+    pub backend: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadResult {
+    pub result: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latencies from a millisecond to about nine minutes.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteOutcome, Counter>,
+    pub request_duration: Histograms<RouteOutcome>,
+    pub held: Family<RouteLabel, Gauge>,
+    pub jobs: Family<JobEvent, Counter>,
+    pub polls: Family<RouteLabel, Counter>,
+    pub poll_errors: Family<RouteKind, Counter>,
+    pub completion_delay: Histograms<RouteLabel>,
+    pub backend_duration: Histograms<BackendLabel>,
+    pub backend_errors: Family<BackendKind, Counter>,
+    pub reloads: Family<ReloadResult, Counter>,
+    idempotency_records: Gauge,
+    idempotency_evictions: Counter,
+    /// Evictions already added to the counter, read from the store.
+    evictions_seen: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("baton");
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(seconds),
+            held: Family::default(),
+            jobs: Family::default(),
+            polls: Family::default(),
+            poll_errors: Family::default(),
+            completion_delay: Family::new_with_constructor(seconds),
+            backend_duration: Family::new_with_constructor(seconds),
+            backend_errors: Family::default(),
+            reloads: Family::default(),
+            idempotency_records: Gauge::default(),
+            idempotency_evictions: Counter::default(),
+            evictions_seen: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests by route and outcome",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to answer, by route and outcome",
+            metrics.request_duration.clone(),
+        );
+        registry.register(
+            "requests_held",
+            "Facade requests held now, by route",
+            metrics.held.clone(),
+        );
+        registry.register(
+            "jobs",
+            "Job events by route: submitted, succeeded, failed, timed_out, canceled, latched, replayed",
+            metrics.jobs.clone(),
+        );
+        registry.register(
+            "polls",
+            "Status polls sent, by route",
+            metrics.polls.clone(),
+        );
+        registry.register(
+            "poll_errors",
+            "Status polls that failed transiently, by route and kind",
+            metrics.poll_errors.clone(),
+        );
+        registry.register(
+            "completion_delay_seconds",
+            "Time from the first status saying done to the answer, by route",
+            metrics.completion_delay.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Time to a backend's response head, by backend",
+            metrics.backend_duration.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Backend calls that failed, by backend and kind",
+            metrics.backend_errors.clone(),
+        );
+        registry.register(
+            "idempotency_records",
+            "Idempotency records held",
+            metrics.idempotency_records.clone(),
+        );
+        registry.register(
+            "idempotency_evictions",
+            "Stored answers evicted to stay within the memory bound",
+            metrics.idempotency_evictions.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            metrics.reloads.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn job(&self, route: &str, event: &str) {
+        self.jobs
+            .get_or_create(&JobEvent {
+                route: route.to_owned(),
+                event: event.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads
+            .get_or_create(&ReloadResult {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the store's figures read now.
+    pub fn render(&self, store: &dyn Store) -> String {
+        self.idempotency_records.set(store.len() as i64);
+        let evictions = store.evictions();
+        let seen = self.evictions_seen.swap(evictions, Ordering::AcqRel);
+        self.idempotency_evictions
+            .inc_by(evictions.saturating_sub(seen));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
