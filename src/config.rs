@@ -194,6 +194,71 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The effective routes, one per line, as `baton check` prints them:
+    /// what each matches, where it goes, and with which limits.
+    pub fn describe(&self) -> String {
+        let size = |n: u64| bytesize::ByteSize(n).display().iec().to_string();
+        let time = |d: Duration| humantime::format_duration(d).to_string();
+        let mut out = String::new();
+        for route in &self.routes {
+            let methods = if route.methods.is_empty() {
+                "*".to_owned()
+            } else {
+                let names: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
+                names.join(",")
+            };
+            let host = route
+                .host
+                .as_ref()
+                .map(|h| format!(" host {h}"))
+                .unwrap_or_default();
+            let body = size(
+                route
+                    .max_request_body
+                    .unwrap_or(self.server.max_request_body),
+            );
+            let backend = &route.backend;
+            let mut line = format!(
+                "{}: {methods} {}{host} -> {} ({}://{}{})",
+                route.name,
+                route.path,
+                backend.name,
+                backend.scheme,
+                backend.authority,
+                backend.base_path
+            );
+            match &route.facade {
+                None => line.push_str(&format!(" | pass-through | body <= {body}")),
+                Some(f) => {
+                    let on_timeout = match f.on_timeout {
+                        OnTimeout::GatewayTimeout => "504",
+                        OnTimeout::Accepted => "202 + monitor",
+                        OnTimeout::Redirect => "303 to monitor",
+                    };
+                    let held = f
+                        .max_held
+                        .map_or_else(|| "server limit".to_owned(), |n| n.to_string());
+                    let idempotency = f.idempotency.as_ref().map_or_else(
+                        || "off".to_owned(),
+                        |i| format!("{} for {}", i.header, time(i.ttl)),
+                    );
+                    line.push_str(&format!(
+                        " | async, preset {} | wait {} (up to {}), then {on_timeout} | body <= {body}, result <= {} | held <= {held} | idempotency {idempotency}",
+                        f.preset.unwrap_or("none"),
+                        time(f.wait),
+                        time(f.max_wait),
+                        size(f.max_result_body),
+                    ));
+                }
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
 /// The validation context: where errors point.
 struct Cx<'a> {
     file: &'a str,

@@ -47,10 +47,11 @@ fn main() -> ExitCode {
         Command::Check { file } => match Config::load(&file) {
             Ok(config) => {
                 println!(
-                    "{}: ok ({} backends, {} routes)",
+                    "{}: ok ({} backends, {} routes)\n{}",
                     file.display(),
                     config.backends.len(),
-                    config.routes.len()
+                    config.routes.len(),
+                    config.describe()
                 );
                 ExitCode::SUCCESS
             }

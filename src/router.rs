@@ -13,6 +13,8 @@ use crate::config::Route;
 /// A parsed path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
+    /// As written, for display.
+    text: Box<str>,
     segments: Box<[Segment]>,
     /// Ends in `/*`: any further segments (including none) match.
     tail: bool,
@@ -72,6 +74,7 @@ impl PathPattern {
             }
         }
         Ok(PathPattern {
+            text: pattern.into(),
             segments: segments.into(),
             tail,
         })
@@ -90,6 +93,21 @@ impl PathPattern {
             }
         }
         self.tail || parts.next().is_none()
+    }
+}
+
+impl std::fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::AnySubdomain(suffix) => write!(f, "*{suffix}"),
+        }
     }
 }
 

@@ -256,7 +256,6 @@ async fn dispatch(
             .await;
         }
     }
-    let mut progress = Progress::default();
     let request = request.map(body::stream);
     job::handle(
         cx,
@@ -265,7 +264,7 @@ async fn dispatch(
         started,
         env,
         &mut exchange.extra,
-        &mut progress,
+        &mut exchange.progress,
     )
     .await
 }

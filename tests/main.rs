@@ -9,6 +9,7 @@ mod demo;
 mod facade;
 mod facade_edges;
 mod idempotency;
+mod operations;
 mod passthrough;
 mod reload_drain;
 mod shutdown;
