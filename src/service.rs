@@ -78,6 +78,7 @@ pub async fn handle(
         request_id = request_id.to_str().unwrap_or_default(),
         route = Empty,
         job_id = Empty,
+        outcome = Empty,
     );
     debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
     let mut exchange = Exchange::default();
@@ -100,6 +101,7 @@ pub async fn handle(
             err.into_response(request_id.to_str().unwrap_or_default())
         }
     };
+    span.record("outcome", outcome);
     let route = exchange.route.as_deref().unwrap_or("none").to_owned();
     let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
     if let Some(leader) = exchange.leader.take() {

@@ -130,6 +130,52 @@ async = {{ preset = "status-field" }}
     assert!(!text.contains("/tasks/"), "no raw paths in labels");
 }
 
+#[tokio::test(start_paused = true)]
+async fn latched_requests_and_backend_errors_are_counted() {
+    let api = JobApi::start(Script {
+        dialect: Dialect::Location303,
+        polls_until_done: 3,
+        ..Script::default()
+    })
+    .await;
+    let refused = crate::support::closed_port().await;
+    let mut toml = async_config(&api, "preset = \"location-303\"").replacen(
+        "[backends.jobs]",
+        "[server]\nadmin = \"127.0.0.1:0\"\n\n[backends.jobs]",
+        1,
+    );
+    toml = format!("[backends.down]\nurl = \"http://{refused}\"\n\n[[routes]]\nname = \"down\"\nmatch = {{ path = \"/down\" }}\nbackend = \"down\"\n\n{toml}");
+    let baton = TestBaton::start_with_admin(&toml, true).await;
+    let key = [("idempotency-key", "together")];
+    let (first, second) = tokio::join!(
+        post(&baton, "/reports", &key),
+        post(&baton, "/reports", &key)
+    );
+    assert_eq!((first.status.as_u16(), second.status.as_u16()), (201, 201));
+    get(&baton.url("/down")).await.problem(502);
+    let m = scrape(
+        &get(&format!("http://{}/metrics", baton.admin.unwrap()))
+            .await
+            .text(),
+    );
+    assert_eq!(
+        m[r#"baton_jobs_total{route="facade",event="submitted"}"#],
+        1.0
+    );
+    assert_eq!(
+        m[r#"baton_jobs_total{route="facade",event="latched"}"#],
+        1.0
+    );
+    assert_eq!(
+        m[r#"baton_backend_errors_total{backend="down",kind="refused"}"#],
+        1.0
+    );
+    assert_eq!(
+        m[r#"baton_requests_total{route="down",outcome="backend-refused"}"#],
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn poll_errors_are_counted_by_kind() {
     use crate::support::jobs::Flake;
