@@ -4,19 +4,21 @@
 //!
 //! - [`server`] accepts connections (HTTP/1.x and h2c), enforces the header
 //!   read timeout and drains on shutdown ([`shutdown`] turns signals into
-//!   that future);
-//! - [`service`] gives the request its correlation id, checks limits, asks
+//!   that future, and SIGHUP into a reload);
+//! - [`service`] gives the request its [`correlation`] ids, loads the
+//!   current configuration generation from [`state`], checks limits, asks
 //!   [`router`] for the route and runs it;
-//! - [`proxy`] passes the request through to the backend with [`headers`]
-//!   hygiene, over the pooled clients of [`upstream`], streaming [`body`];
+//! - a pass-through route goes to [`proxy`], which forwards with [`headers`]
+//!   hygiene over the pooled clients of [`upstream`], streaming [`body`];
+//! - an async route goes to [`job`]: the sync facade that submits, follows
+//!   the job and answers with its result — through [`idempotency`] when the
+//!   request carries a key;
 //! - any failure is an [`error::Error`], which becomes the client's
 //!   problem+json answer in exactly one place.
 //!
-//! - an async route goes to [`job`] instead: the sync facade that submits,
-//!   follows the job and answers with its result.
-//!
-//! [`config`] is the validated configuration everything reads; [`admin`]
-//! serves health on its own listener; [`demo`] is `baton demo`.
+//! [`config`] is the validated configuration everything reads; [`metrics`]
+//! counts what happens; [`admin`] serves metrics and health on its own
+//! listener; [`demo`] is `baton demo`.
 
 #![forbid(unsafe_code)]
 
