@@ -45,6 +45,9 @@ pub enum Error {
     /// Baton is draining and takes no new work.
     #[error("Baton is shutting down")]
     ShuttingDown,
+    /// A shared store this request needs cannot be reached.
+    #[error(transparent)]
+    Unavailable(#[from] crate::idempotency::StoreError),
     /// Too many requests are held already.
     #[error("{scope} holds {limit} requests already")]
     Overloaded { scope: String, limit: usize },
@@ -217,7 +220,7 @@ impl Error {
                 }
                 _ => StatusCode::BAD_GATEWAY,
             },
-            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Job { kind, .. } => match kind {
                 JobError::Failed { status, .. } => *status,
                 JobError::Timeout(_)
@@ -270,6 +273,7 @@ impl Error {
                 JobError::NotReplayable { .. } => "idempotent-answer-not-kept",
             },
             Error::Overloaded { .. } => "overloaded",
+            Error::Unavailable(_) => "store-unavailable",
             Error::Internal(_) => "internal",
             Error::ShuttingDown => "shutting-down",
         }
@@ -298,6 +302,7 @@ impl Error {
                 _ => "The job could not be followed",
             },
             Error::Overloaded { .. } => "Too many held requests",
+            Error::Unavailable(_) => "Shared store unavailable",
             Error::Internal(_) => "Internal error",
             Error::ShuttingDown => "Shutting down",
         }

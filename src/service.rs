@@ -238,6 +238,7 @@ async fn dispatch(
     let env = JobEnv {
         continuation: &state.continuation,
         metrics: &state.metrics,
+        record: None,
         drain: state.drain_signal(),
     };
     if let Some(config) = &facade.idempotency {
@@ -302,6 +303,7 @@ async fn monitor(
     let env = JobEnv {
         continuation: &state.continuation,
         metrics: &state.metrics,
+        record: None,
         drain: state.drain_signal(),
     };
     job::resume(

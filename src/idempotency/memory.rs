@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Begin, BoxFuture, Fingerprint, Store, Stored};
+use super::{Begin, BoxFuture, Fingerprint, Store, StoreResult, Stored};
 use crate::job::continuation::Ticket;
 
 pub struct MemoryStore {
@@ -113,7 +113,12 @@ fn wait(mut signal: watch::Receiver<Signal>) -> BoxFuture<'static, Option<Arc<St
 }
 
 impl Store for MemoryStore {
-    fn begin(&self, key: &str, fingerprint: Fingerprint, ttl: Duration) -> BoxFuture<'_, Begin> {
+    fn begin(
+        &self,
+        key: &str,
+        fingerprint: Fingerprint,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Begin>> {
         let now = Instant::now();
         let mut inner = self.lock();
         if inner.records.get(key).is_some_and(|r| r.expires <= now) {
@@ -151,10 +156,10 @@ impl Store for MemoryStore {
                 }
             },
         };
-        Box::pin(std::future::ready(begin))
+        Box::pin(std::future::ready(Ok(begin)))
     }
 
-    fn submitted(&self, key: &str, job: Ticket) -> BoxFuture<'_, ()> {
+    fn submitted(&self, key: &str, job: Ticket) -> BoxFuture<'_, StoreResult<()>> {
         if let Some(Record {
             state: RecordState::Leading { ticket, .. },
             ..
@@ -162,10 +167,10 @@ impl Store for MemoryStore {
         {
             *ticket = Some(job);
         }
-        Box::pin(std::future::ready(()))
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn complete(&self, key: &str, stored: Stored) -> BoxFuture<'_, ()> {
+    fn complete(&self, key: &str, stored: Stored) -> BoxFuture<'_, StoreResult<()>> {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -184,10 +189,10 @@ impl Store for MemoryStore {
                 inner.evict(self.limit);
             }
         }
-        Box::pin(std::future::ready(()))
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn release(&self, key: &str) -> BoxFuture<'_, ()> {
+    fn release(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
         let mut inner = self.lock();
         let forget = match inner.records.get_mut(key) {
             Some(record) => match &mut record.state {
@@ -208,7 +213,7 @@ impl Store for MemoryStore {
         if forget {
             inner.remove(key);
         }
-        Box::pin(std::future::ready(()))
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn len(&self) -> usize {
@@ -252,24 +257,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lead_wait_replay_mismatch() {
         let store = MemoryStore::new(1 << 20);
-        assert!(matches!(store.begin("k", fp("a"), HOUR).await, Begin::Lead));
-        let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await else {
+        assert!(matches!(store.begin("k", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await.unwrap() else {
             panic!("a second request waits for the first");
         };
         assert!(matches!(
-            store.begin("k", fp("b"), HOUR).await,
+            store.begin("k", fp("b"), HOUR).await.unwrap(),
             Begin::Mismatch
         ));
-        store.complete("k", answer("done")).await;
+        store.complete("k", answer("done")).await.unwrap();
         let got = waiting.await.expect("the waiter gets the answer");
         assert!(matches!(&*got, Stored::Answer { body, .. } if body == "done"));
         assert!(matches!(
-            store.begin("k", fp("a"), HOUR).await,
+            store.begin("k", fp("a"), HOUR).await.unwrap(),
             Begin::Replay(_)
         ));
         tokio::time::advance(HOUR).await;
         assert!(
-            matches!(store.begin("k", fp("a"), HOUR).await, Begin::Lead),
+            matches!(store.begin("k", fp("a"), HOUR).await.unwrap(), Begin::Lead),
             "expired"
         );
     }
@@ -277,38 +282,38 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_leader_that_lets_go_leaves_its_job_to_the_next() {
         let store = MemoryStore::new(1 << 20);
-        assert!(matches!(store.begin("k", fp("a"), HOUR).await, Begin::Lead));
-        let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await else {
+        assert!(matches!(store.begin("k", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await.unwrap() else {
             panic!();
         };
-        store.submitted("k", ticket()).await;
-        store.release("k").await;
+        store.submitted("k", ticket()).await.unwrap();
+        store.release("k").await.unwrap();
         assert!(waiting.await.is_none(), "waiters learn the leader let go");
-        let Begin::Resume(t) = store.begin("k", fp("a"), HOUR).await else {
+        let Begin::Resume(t) = store.begin("k", fp("a"), HOUR).await.unwrap() else {
             panic!("the next request resumes the submitted job");
         };
         assert_eq!(t, ticket());
         // Nothing submitted: the key is forgotten and the next one leads.
-        assert!(matches!(store.begin("j", fp("a"), HOUR).await, Begin::Lead));
-        store.release("j").await;
-        assert!(matches!(store.begin("j", fp("a"), HOUR).await, Begin::Lead));
+        assert!(matches!(store.begin("j", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        store.release("j").await.unwrap();
+        assert!(matches!(store.begin("j", fp("a"), HOUR).await.unwrap(), Begin::Lead));
     }
 
     #[tokio::test(start_paused = true)]
     async fn oldest_finished_answers_are_evicted_at_the_bound() {
         let store = MemoryStore::new(25);
         for key in ["a", "b", "c"] {
-            assert!(matches!(store.begin(key, fp(key), HOUR).await, Begin::Lead));
-            store.complete(key, answer("0123456789")).await;
+            assert!(matches!(store.begin(key, fp(key), HOUR).await.unwrap(), Begin::Lead));
+            store.complete(key, answer("0123456789")).await.unwrap();
         }
         assert_eq!(store.evictions(), 1);
         assert_eq!(store.len(), 2);
         assert!(
-            matches!(store.begin("a", fp("a"), HOUR).await, Begin::Lead),
+            matches!(store.begin("a", fp("a"), HOUR).await.unwrap(), Begin::Lead),
             "a was evicted"
         );
         assert!(matches!(
-            store.begin("c", fp("c"), HOUR).await,
+            store.begin("c", fp("c"), HOUR).await.unwrap(),
             Begin::Replay(_)
         ));
     }

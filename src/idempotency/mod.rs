@@ -105,20 +105,33 @@ pub enum Begin {
     Mismatch,
 }
 
+/// The shared store could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared store is unavailable: {0}")]
+pub struct StoreError(pub String);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
 /// Where idempotency records live.
 pub trait Store: Send + Sync {
     /// Claims `key` for a request with `fingerprint`, or says what to do.
-    fn begin(&self, key: &str, fingerprint: Fingerprint, ttl: Duration) -> BoxFuture<'_, Begin>;
+    fn begin(
+        &self,
+        key: &str,
+        fingerprint: Fingerprint,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Begin>>;
     /// The leader's job was accepted: retries after the leader lets go
-    /// resume this job rather than submitting another.
-    fn submitted(&self, key: &str, ticket: Ticket) -> BoxFuture<'_, ()>;
+    /// (or its instance dies) resume this job rather than submitting
+    /// another.
+    fn submitted(&self, key: &str, ticket: Ticket) -> BoxFuture<'_, StoreResult<()>>;
     /// The leader's final answer, for everyone waiting and every retry
     /// until the key expires.
-    fn complete(&self, key: &str, answer: Stored) -> BoxFuture<'_, ()>;
+    fn complete(&self, key: &str, answer: Stored) -> BoxFuture<'_, StoreResult<()>>;
     /// The leader stops without a final answer (deadline, shutdown, client
     /// gone). A submitted job stays for the next retry; a key whose request
     /// never reached the job API is forgotten.
-    fn release(&self, key: &str) -> BoxFuture<'_, ()>;
+    fn release(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
     /// Records held now.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {

@@ -105,7 +105,11 @@ pub async fn run(
     let mut drain = env.drain.clone();
 
     loop {
-        match store.begin(&key, fingerprint, config.ttl).await {
+        let begin = store
+            .begin(&key, fingerprint, config.ttl)
+            .await
+            .map_err(Error::Unavailable)?;
+        match begin {
             Begin::Mismatch => return Err(ClientError::IdempotencyMismatch.into()),
             Begin::Replay(stored) => {
                 *role = Some("replayed");
@@ -130,8 +134,12 @@ pub async fn run(
                 }
             }
             Begin::Lead => {
-                let lead = leader.insert(Leader::new(store, key, config));
+                let lead = leader.insert(Leader::new(store, key.clone(), config));
                 let request = Request::from_parts(parts, body::full(bytes));
+                let env = JobEnv {
+                    record: Some((&**store, &key)),
+                    ..env
+                };
                 return job::handle(cx, facade, request, started, env, extra, &mut lead.progress)
                     .await;
             }
@@ -209,17 +217,18 @@ impl Leader {
         }
         let (response, stored) = capture(response, self.max_stored_body).await;
         match stored {
-            Some(stored) => self.store.complete(&self.key, stored).await,
+            Some(stored) => {
+                if let Err(e) = self.store.complete(&self.key, stored).await {
+                    tracing::warn!(error = %e, "the answer could not be kept for retries");
+                }
+            }
             None => self.let_go().await,
         }
         response
     }
 
     async fn let_go(&self) {
-        if let Submission::Accepted(ticket) = &self.progress.submit {
-            self.store.submitted(&self.key, ticket.clone()).await;
-        }
-        self.store.release(&self.key).await;
+        let_go(&*self.store, &self.key, &self.progress.submit).await;
     }
 }
 
@@ -234,16 +243,23 @@ impl Drop for Leader {
         };
         let store = Arc::clone(&self.store);
         let key = std::mem::take(&mut self.key);
-        let ticket = match &self.progress.submit {
-            Submission::Accepted(ticket) => Some(ticket.clone()),
-            _ => None,
-        };
-        runtime.spawn(async move {
-            if let Some(ticket) = ticket {
-                store.submitted(&key, ticket).await;
-            }
-            store.release(&key).await;
-        });
+        let submit = std::mem::take(&mut self.progress.submit);
+        runtime.spawn(async move { let_go(&*store, &key, &submit).await });
+    }
+}
+
+/// Leaves the key to the next retry: with the job, if there is one.
+async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
+    let result = match submit {
+        Submission::Accepted(ticket) => match store.submitted(key, ticket.clone()).await {
+            Ok(()) => store.release(key).await,
+            Err(e) => Err(e),
+        },
+        _ => store.release(key).await,
+    };
+    if let Err(e) = result {
+        // The record's lease runs out on its own; a retry then takes over.
+        tracing::warn!(error = %e, "could not hand the idempotency key back");
     }
 }
 

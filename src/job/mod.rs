@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, HandleSource, OnTimeout};
 use crate::error::{Error, JobError, JobRef};
+use crate::idempotency::Store;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
@@ -50,6 +51,9 @@ use url::Url;
 pub struct JobEnv<'a> {
     pub continuation: &'a Continuation,
     pub metrics: &'a Metrics,
+    /// The idempotency record to tell the moment the job is accepted, so
+    /// a retry on any instance finds the job even if this one dies.
+    pub record: Option<(&'a dyn Store, &'a str)>,
     /// Turns true when held requests must answer now (shutdown).
     pub drain: watch::Receiver<bool>,
 }
@@ -131,6 +135,11 @@ pub async fn handle(
     };
     progress.submit = Submission::Accepted(ticket.clone());
     tracing::Span::current().record("job_id", job.id.as_str());
+    if let Some((store, key)) = env.record {
+        if let Err(e) = store.submitted(key, ticket.clone()).await {
+            tracing::warn!(error = %e, "could not record the accepted job for retries");
+        }
+    }
     calls.job = JobRef {
         id: Some(job.id.clone()),
         status_url: Some(calls.public_url(&job.status_url)),
