@@ -40,6 +40,17 @@ pub struct Config {
     pub backends: Vec<Arc<BackendConfig>>,
     /// Routes in file order: the first match wins.
     pub routes: Vec<Route>,
+    /// Present: several instances share state through Redis.
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis: String,
+    /// Prefix of every key and channel, so deployments can share a Redis.
+    pub namespace: String,
+    /// How long a leader's claim on a job survives its instance.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +151,8 @@ pub mod defaults {
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
     pub const POOL_MAX_IDLE: usize = 64;
     pub const MAX_HELD: usize = 10_000;
+    pub const NAMESPACE: &str = "baton";
+    pub const LEASE: Duration = Duration::from_secs(15);
     pub const IDEMPOTENCY_MEMORY: u64 = 64 * 1024 * 1024;
 }
 
@@ -186,10 +199,15 @@ impl Config {
         }
         let mut backends: Vec<_> = backends.into_values().collect();
         backends.sort_by(|a, b| a.name.cmp(&b.name));
+        let cluster = match &raw.cluster {
+            Some(c) => Some(cx.cluster(c.get_ref())?),
+            None => None,
+        };
         Ok(Config {
             server,
             backends,
             routes,
+            cluster,
         })
     }
 }
@@ -482,6 +500,46 @@ impl Cx<'_> {
                     })
                 })
                 .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn cluster(&self, raw: &raw::RawCluster) -> Result<ClusterConfig, ConfigError> {
+        let redis = self.value(
+            &raw.redis,
+            || "cluster.redis".to_owned(),
+            |url| {
+                let parsed =
+                    url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+                match parsed.scheme() {
+                    "redis" | "rediss" => Ok(url.to_owned()),
+                    other => Err(format!(
+                        "{other}:// is not a Redis URL; write redis://host:port"
+                    )),
+                }
+            },
+        )?;
+        let namespace = match &raw.namespace {
+            None => defaults::NAMESPACE.to_owned(),
+            Some(n) => self.value(
+                n,
+                || "cluster.namespace".to_owned(),
+                |n| {
+                    if valid_name(n) {
+                        Ok(n.to_owned())
+                    } else {
+                        Err("a namespace is letters, digits, `-` and `_`".to_owned())
+                    }
+                },
+            )?,
+        };
+        Ok(ClusterConfig {
+            redis,
+            namespace,
+            lease: self.duration(
+                raw.lease.as_ref(),
+                || "cluster.lease".to_owned(),
+                defaults::LEASE,
+            )?,
         })
     }
 

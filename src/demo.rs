@@ -43,7 +43,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| DemoError::Listen(listen, e))?;
     let addr = main.local_addr()?;
-    let baton = Baton::new(config)?;
+    let baton = Baton::new(config).await?;
     // Written, not println!'d: a closed stdout must not take the demo down.
     let _ = writeln!(
         std::io::stdout().lock(),
@@ -87,7 +87,7 @@ pub enum DemoError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Trust(#[from] crate::TrustError),
+    Start(#[from] crate::StartError),
 }
 
 /// A report being generated.

@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cluster;
 pub mod config;
 pub mod correlation;
 pub mod demo;
@@ -49,6 +50,15 @@ use tokio::sync::watch;
 
 pub use config::{Config, ConfigError};
 pub use upstream::TrustError;
+
+/// Why Baton cannot start with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+}
 
 /// The sockets Baton serves: client traffic and, optionally, admin.
 pub struct Listeners {
@@ -97,11 +107,16 @@ impl Reloader {
 }
 
 impl Baton {
-    /// Builds the backend clients; fails when an `https://` backend has no
-    /// usable trust anchors.
-    pub fn new(config: Config) -> Result<Baton, TrustError> {
+    /// Builds the backend clients and, for `[cluster]`, connects to Redis;
+    /// fails when an `https://` backend has no usable trust anchors or the
+    /// cluster's Redis does not answer.
+    pub async fn new(config: Config) -> Result<Baton, StartError> {
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(cluster::Cluster::connect(cluster).await?),
+            None => None,
+        };
         Ok(Baton {
-            state: Arc::new(state::State::new(config)?),
+            state: Arc::new(state::State::new(config, cluster)?),
         })
     }
 

@@ -73,17 +73,17 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // Trust anchors are checked before any port is bound: a config that
-    // cannot work never half-starts.
     let server = config.server.clone();
-    let baton = match Baton::new(config) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     block_on(async move {
+        // Trust anchors and the cluster are checked before any port is
+        // bound: a config that cannot work never half-starts.
+        let baton = match Baton::new(config).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
         let listeners = match Listeners::bind(&server).await {
             Ok(l) => l,
             Err(e) => {

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::idempotency::{memory::MemoryStore, Store};
+use crate::idempotency::{memory::MemoryStore, redis::RedisStore, Store};
 use crate::job::continuation::Continuation;
 use crate::metrics::Metrics;
 use crate::upstream::{TrustError, Upstreams};
@@ -67,12 +68,14 @@ pub struct State {
     /// Turns true when the grace period ends: held requests answer now.
     drain: watch::Sender<bool>,
     pub idempotency: Arc<dyn Store>,
+    /// Present when instances share state through Redis.
+    pub cluster: Option<Arc<Cluster>>,
     pub continuation: Continuation,
     pub metrics: Arc<Metrics>,
 }
 
 impl State {
-    pub fn new(config: Config) -> Result<Self, TrustError> {
+    pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Result<Self, TrustError> {
         let server = config.server.clone();
         let metrics = Arc::new(Metrics::new());
         let generation = Generation::new(config, None, &metrics)?;
@@ -80,7 +83,11 @@ impl State {
             current: ArcSwap::from_pointee(generation),
             held: Arc::new(Gauge::new(server.max_held)),
             drain: watch::channel(false).0,
-            idempotency: Arc::new(MemoryStore::new(server.idempotency_memory)),
+            idempotency: match &cluster {
+                Some(cluster) => Arc::new(RedisStore::new(Arc::clone(cluster))),
+                None => Arc::new(MemoryStore::new(server.idempotency_memory)),
+            },
+            cluster,
             continuation: match &server.continuation_key {
                 Some(key) => Continuation::new(key),
                 None => Continuation::random(),

@@ -110,7 +110,8 @@ const ASYNC_POLL_KEYS: &[&str] = &[
 ];
 const ASYNC_CANCEL_KEYS: &[&str] = &["on_disconnect", "on_timeout", "method", "url"];
 const MATCH_KEYS: &[&str] = &["methods", "path", "host"];
-const TOP_KEYS: &[&str] = &["server", "backends", "routes"];
+const TOP_KEYS: &[&str] = &["server", "backends", "routes", "cluster"];
+const CLUSTER_KEYS: &[&str] = &["redis", "namespace", "lease"];
 
 /// A valid backend on lines 1 and 2, for sources that test routes.
 const BACKEND: &str = "[backends.app]\nurl = \"http://127.0.0.1:3000\"\n";
@@ -230,6 +231,8 @@ fn key_lists_match_what_the_loader_accepts() {
         assert!(message.contains("unknown field `nope`"), "{message}");
         assert_eq!(expected_fields(&message), *keys, "for:\n{src}");
     }
+    let (_, _, _, message) = err("[cluster]\nredis = \"redis://h\"\nnope = 1\n");
+    assert_eq!(expected_fields(&message), CLUSTER_KEYS);
     let cases: [(&str, &[&str]); 5] = [
         ("nope = 1\n", TOP_KEYS),
         ("[server]\nnope = 1\n", SERVER_KEYS),
@@ -285,6 +288,7 @@ fn example_mentions_every_key() {
         ASYNC_FAILURE_KEYS,
         ASYNC_POLL_KEYS,
         ASYNC_CANCEL_KEYS,
+        CLUSTER_KEYS,
     ]
     .concat()
     .into_iter()

@@ -20,6 +20,16 @@ pub struct RawConfig {
     pub backends: BTreeMap<String, Spanned<RawBackend>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`: Redis as the shared engine of many instances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Spanned<String>,
+    pub namespace: Option<Spanned<String>>,
+    pub lease: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

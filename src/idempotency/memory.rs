@@ -257,7 +257,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn lead_wait_replay_mismatch() {
         let store = MemoryStore::new(1 << 20);
-        assert!(matches!(store.begin("k", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        assert!(matches!(
+            store.begin("k", fp("a"), HOUR).await.unwrap(),
+            Begin::Lead
+        ));
         let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await.unwrap() else {
             panic!("a second request waits for the first");
         };
@@ -282,7 +285,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_leader_that_lets_go_leaves_its_job_to_the_next() {
         let store = MemoryStore::new(1 << 20);
-        assert!(matches!(store.begin("k", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        assert!(matches!(
+            store.begin("k", fp("a"), HOUR).await.unwrap(),
+            Begin::Lead
+        ));
         let Begin::Wait(waiting) = store.begin("k", fp("a"), HOUR).await.unwrap() else {
             panic!();
         };
@@ -294,16 +300,25 @@ mod tests {
         };
         assert_eq!(t, ticket());
         // Nothing submitted: the key is forgotten and the next one leads.
-        assert!(matches!(store.begin("j", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        assert!(matches!(
+            store.begin("j", fp("a"), HOUR).await.unwrap(),
+            Begin::Lead
+        ));
         store.release("j").await.unwrap();
-        assert!(matches!(store.begin("j", fp("a"), HOUR).await.unwrap(), Begin::Lead));
+        assert!(matches!(
+            store.begin("j", fp("a"), HOUR).await.unwrap(),
+            Begin::Lead
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn oldest_finished_answers_are_evicted_at_the_bound() {
         let store = MemoryStore::new(25);
         for key in ["a", "b", "c"] {
-            assert!(matches!(store.begin(key, fp(key), HOUR).await.unwrap(), Begin::Lead));
+            assert!(matches!(
+                store.begin(key, fp(key), HOUR).await.unwrap(),
+                Begin::Lead
+            ));
             store.complete(key, answer("0123456789")).await.unwrap();
         }
         assert_eq!(store.evictions(), 1);

@@ -13,6 +13,7 @@
 //! live: [`memory`] for one instance, a shared store for many.
 
 pub mod memory;
+pub mod redis;
 pub mod request;
 
 use std::future::Future;

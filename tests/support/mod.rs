@@ -62,7 +62,7 @@ impl TestBaton {
         };
         let addr = main.local_addr().unwrap();
         let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
-        let baton = Baton::new(config).unwrap_or_else(|e| panic!("{e}"));
+        let baton = Baton::new(config).await.unwrap_or_else(|e| panic!("{e}"));
         let reloader = baton.reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
