@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod cluster;
 mod config_files;
 mod demo;
 mod facade;

@@ -350,3 +350,4 @@ pub fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 pub mod jobs;
+pub mod redis;

@@ -1,0 +1,221 @@
+//! Many instances, one Redis: idempotency across instances, a dead
+//! instance's job taken over by the next retry, and Redis going away.
+//! Skipped, loudly, where no Redis answers (see `support::redis`).
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use baton::body;
+use http::Request;
+
+use crate::support::jobs::{async_config, post, Dialect, JobApi, Script};
+use crate::support::redis::{cluster_table, namespace, url, Relay};
+use crate::support::{client, get, send, TestBaton};
+
+fn job(polls_until_done: u32) -> Script {
+    Script {
+        dialect: Dialect::Location303,
+        polls_until_done,
+        ..Script::default()
+    }
+}
+
+fn clustered(api: &JobApi, table: &str, cluster: &str) -> String {
+    format!("{cluster}\n{}", async_config(api, table))
+}
+
+#[tokio::test]
+async fn duplicate_submits_across_instances_make_one_job() {
+    let Some(redis) = url().await else { return };
+    let api = JobApi::start(job(3)).await;
+    let toml = clustered(
+        &api,
+        "preset = \"location-303\"",
+        &cluster_table(&redis, &namespace(), "5s"),
+    );
+    let a = TestBaton::start(&toml).await;
+    let b = TestBaton::start(&toml).await;
+    let key = [("idempotency-key", "cross-1")];
+    let (one, two) = tokio::join!(post(&a, "/reports", &key), post(&b, "/reports", &key));
+    assert_eq!(
+        (one.status.as_u16(), two.status.as_u16()),
+        (201, 201),
+        "{} / {}",
+        one.text(),
+        two.text()
+    );
+    assert_eq!(one.body, two.body);
+    assert_eq!(api.submits(), 1, "one job across both instances");
+    // A later retry on either instance replays without a backend call.
+    let polls = api.polls();
+    let replay = post(&b, "/reports", &key).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!((api.submits(), api.polls()), (1, polls));
+    // The same key with another request is refused on any instance.
+    let other = send(
+        &client(),
+        Request::post(a.url("/reports"))
+            .header("idempotency-key", "cross-1")
+            .body(body::full("different"))
+            .unwrap(),
+    )
+    .await;
+    other.problem(422);
+}
+
+/// Runs a Baton on a runtime of its own, so the test can kill it whole —
+/// tasks, lease renewals and all — as a crash would.
+struct Doomed {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Doomed {
+    fn start(toml: &str) -> Doomed {
+        let config = baton::Config::parse(toml, "doomed.toml", None).unwrap();
+        // A runtime cannot be started from inside the test's own.
+        let (addr, runtime) = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let addr = runtime.block_on(async {
+                let baton = baton::Baton::new(config).await.unwrap();
+                let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = main.local_addr().unwrap();
+                let listeners = baton::Listeners { main, admin: None };
+                tokio::spawn(baton.run(listeners, std::future::pending()));
+                addr
+            });
+            (addr, runtime)
+        })
+        .join()
+        .unwrap();
+        Doomed {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn crash(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_on_another_instance_takes_over_a_dead_instances_job() {
+    let Some(redis) = url().await else { return };
+    let api = JobApi::start(job(6)).await;
+    let toml = clustered(
+        &api,
+        "preset = \"location-303\"\npoll = { max_interval = \"200ms\" }",
+        &cluster_table(&redis, &namespace(), "1s"),
+    );
+    let mut a = Doomed::start(&toml);
+    let url = format!("http://{}/reports", a.addr);
+    let held = tokio::spawn(async move {
+        let request = Request::post(url)
+            .header("idempotency-key", "crash-1")
+            .body(body::full(r#"{"report":"q3"}"#))
+            .unwrap();
+        client().request(request).await
+    });
+    api.wait_until(|a| a.polls() >= 1).await;
+    a.crash();
+    assert!(
+        held.await.unwrap().is_err(),
+        "the client of the dead instance lost its connection"
+    );
+
+    let b = TestBaton::start(&toml).await;
+    let retried = post(&b, "/reports", &[("idempotency-key", "crash-1")]).await;
+    assert_eq!(retried.status, 201, "{}", retried.text());
+    assert_eq!(
+        api.submits(),
+        1,
+        "the retry followed the dead instance's job"
+    );
+    assert_eq!(api.fetches(), 1);
+}
+
+#[tokio::test]
+async fn redis_down_fails_only_what_needs_it_and_recovers() {
+    let Some(redis) = url().await else { return };
+    let relay = Relay::start(&redis).await;
+    let api = JobApi::start(job(0)).await;
+    let toml = clustered(
+        &api,
+        "preset = \"location-303\"",
+        &cluster_table(&relay.url(), &namespace(), "5s"),
+    );
+    let baton = TestBaton::start(&toml).await;
+    assert_eq!(
+        post(&baton, "/reports", &[("idempotency-key", "up-1")])
+            .await
+            .status,
+        201
+    );
+
+    relay.cut();
+    let problem = post(&baton, "/reports", &[("idempotency-key", "down-1")])
+        .await
+        .problem(503);
+    assert_eq!(problem["type"], "urn:baton:problem:store-unavailable");
+    // What needs no shared state is served as usual.
+    assert_eq!(
+        post(&baton, "/reports", &[]).await.status,
+        201,
+        "an async request without a key"
+    );
+    // The monitor's own 303, passed through.
+    assert_eq!(
+        get(&baton.url("/status/job-1")).await.status,
+        303,
+        "a pass-through request"
+    );
+    let submits = api.submits();
+
+    relay.restore().await;
+    let mut answer = post(&baton, "/reports", &[("idempotency-key", "back-1")]).await;
+    for _ in 0..50 {
+        if answer.status != 503 {
+            break;
+        }
+        // Reconnecting is Redis's client's business; ask again.
+        tokio::task::yield_now().await;
+        answer = post(&baton, "/reports", &[("idempotency-key", "back-1")]).await;
+    }
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert_eq!(api.submits(), submits + 1);
+}
+
+#[test]
+fn an_unreachable_cluster_at_start_is_a_clear_exit_64() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = std::env::temp_dir().join(format!("baton-cluster-{:016x}.toml", fastrand::u64(..)));
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nredis = \"redis://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cluster Redis at redis://127.0.0.1:{port} is unreachable"
+        )),
+        "{stderr}"
+    );
+}
