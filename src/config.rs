@@ -12,8 +12,8 @@ mod presets;
 mod raw;
 
 pub use facade::{
-    AsyncRoute, Cancel, Failure, Handle, HandleSource, Idempotency, JobDetect, NotFound, OnTimeout,
-    Origin, PollSchedule, ResultSource, StateReader, StateRules,
+    AsyncRoute, Callback, CallbackCarrier, Cancel, Failure, Handle, HandleSource, Idempotency,
+    JobDetect, NotFound, OnTimeout, Origin, PollSchedule, ResultSource, StateReader, StateRules,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub idempotency_memory: u64,
     /// Header values never logged, besides the credentials always hidden.
     pub redact_headers: Vec<http::HeaderName>,
+    /// Where job APIs call back; its own listener, so it need not face
+    /// clients.
+    pub callback_listen: Option<SocketAddr>,
+    /// The base of the callback URLs handed to job APIs.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +204,18 @@ impl Config {
         }
         let mut backends: Vec<_> = backends.into_values().collect();
         backends.sort_by(|a, b| a.name.cmp(&b.name));
+        if server.callback_listen.is_none() {
+            for (index, route) in routes.iter().enumerate() {
+                if route.facade.as_ref().is_some_and(|f| f.callback.is_some()) {
+                    let span = raw.routes[index].get_ref().name.span();
+                    return Err(cx.error(
+                        span,
+                        format!("routes[{index}].async.callback"),
+                        "callbacks need a listener: set [server] callback_listen".to_owned(),
+                    ));
+                }
+            }
+        }
         let cluster = match &raw.cluster {
             Some(c) => Some(cx.cluster(c.get_ref())?),
             None => None,
@@ -500,6 +517,24 @@ impl Cx<'_> {
                     })
                 })
                 .collect::<Result<_, _>>()?,
+            callback_listen: match &raw.callback_listen {
+                Some(v) => Some(self.address(v, key("callback_listen"))?),
+                None => None,
+            },
+            callback_url: match &raw.callback_url {
+                None => raw
+                    .callback_listen
+                    .as_ref()
+                    .and_then(|v| v.get_ref().parse::<SocketAddr>().ok())
+                    .map(|addr| format!("http://{addr}")),
+                Some(v) => Some(self.value(v, key("callback_url"), |u| {
+                    let url = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL ({e})"))?;
+                    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+                        return Err(format!("{u:?} must be an http(s) base URL without a query"));
+                    }
+                    Ok(u.trim_end_matches('/').to_owned())
+                })?),
+            },
         })
     }
 

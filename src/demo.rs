@@ -54,7 +54,16 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
          Ctrl-C stops the demo.",
         REPORT_TIME.as_secs()
     );
-    baton.run(Listeners { main, admin: None }, shutdown).await?;
+    baton
+        .run(
+            Listeners {
+                main,
+                admin: None,
+                callbacks: None,
+            },
+            shutdown,
+        )
+        .await?;
     Ok(())
 }
 

@@ -60,10 +60,12 @@ pub enum StartError {
     Cluster(#[from] cluster::ClusterError),
 }
 
-/// The sockets Baton serves: client traffic and, optionally, admin.
+/// The sockets Baton serves: client traffic and, optionally, admin and
+/// job API callbacks.
 pub struct Listeners {
     pub main: TcpListener,
     pub admin: Option<TcpListener>,
+    pub callbacks: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -74,7 +76,15 @@ impl Listeners {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Listeners { main, admin })
+        let callbacks = match server.callback_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            main,
+            admin,
+            callbacks,
+        })
     }
 }
 
@@ -137,7 +147,13 @@ impl Baton {
         let admin = listeners.admin.map(|listener| {
             tokio::spawn(admin::serve(listener, draining_rx, Arc::clone(&self.state)))
         });
+        let callbacks = listeners
+            .callbacks
+            .map(|listener| tokio::spawn(job::callback::serve(listener, Arc::clone(&self.state))));
         let result = server::serve(listeners.main, self.state, shutdown, draining).await;
+        if let Some(callbacks) = callbacks {
+            callbacks.abort();
+        }
         if let Some(admin) = admin {
             admin.abort();
         }

@@ -237,6 +237,8 @@ async fn dispatch(
     hold_place(state, generation, route, exchange)?;
     let env = JobEnv {
         continuation: &state.continuation,
+        callbacks: &state.callbacks,
+        callback_base: generation.config.server.callback_url.as_deref(),
         metrics: &state.metrics,
         record: None,
         drain: state.drain_signal(),
@@ -302,6 +304,8 @@ async fn monitor(
     hold_place(state, generation, route, exchange)?;
     let env = JobEnv {
         continuation: &state.continuation,
+        callbacks: &state.callbacks,
+        callback_base: generation.config.server.callback_url.as_deref(),
         metrics: &state.metrics,
         record: None,
         drain: state.drain_signal(),

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::idempotency::{memory::MemoryStore, redis::RedisStore, Store};
+use crate::job::callback::Callbacks;
 use crate::job::continuation::Continuation;
 use crate::metrics::Metrics;
 use crate::upstream::{TrustError, Upstreams};
@@ -70,6 +71,8 @@ pub struct State {
     pub idempotency: Arc<dyn Store>,
     /// Present when instances share state through Redis.
     pub cluster: Option<Arc<Cluster>>,
+    /// Callbacks awaited, here and (with a cluster) anywhere.
+    pub callbacks: Arc<Callbacks>,
     pub continuation: Continuation,
     pub metrics: Arc<Metrics>,
 }
@@ -87,6 +90,7 @@ impl State {
                 Some(cluster) => Arc::new(RedisStore::new(Arc::clone(cluster))),
                 None => Arc::new(MemoryStore::new(server.idempotency_memory)),
             },
+            callbacks: Arc::new(Callbacks::new(cluster.clone())),
             cluster,
             continuation: match &server.continuation_key {
                 Some(key) => Continuation::new(key),

@@ -84,7 +84,11 @@ impl Doomed {
                 let baton = baton::Baton::new(config).await.unwrap();
                 let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = main.local_addr().unwrap();
-                let listeners = baton::Listeners { main, admin: None };
+                let listeners = baton::Listeners {
+                    main,
+                    admin: None,
+                    callbacks: None,
+                };
                 tokio::spawn(baton.run(listeners, std::future::pending()));
                 addr
             });

@@ -35,6 +35,8 @@ const SERVER_KEYS: &[&str] = &[
     "continuation_key",
     "idempotency_memory",
     "redact_headers",
+    "callback_listen",
+    "callback_url",
 ];
 const BACKEND_KEYS: &[&str] = &[
     "url",
@@ -68,6 +70,7 @@ const ASYNC_KEYS: &[&str] = &[
     "on_timeout",
     "max_held",
     "idempotency",
+    "callback",
     "job",
     "handle",
     "state",
@@ -77,6 +80,16 @@ const ASYNC_KEYS: &[&str] = &[
     "cancel",
 ];
 const ASYNC_JOB_KEYS: &[&str] = &["statuses", "needs_handle"];
+const ASYNC_CALLBACK_KEYS: &[&str] = &[
+    "mode",
+    "header",
+    "pointer",
+    "secret",
+    "signature_header",
+    "status_header",
+    "result_pointer",
+    "poll_interval",
+];
 const ASYNC_IDEMPOTENCY_KEYS: &[&str] = &[
     "enabled",
     "header",
@@ -216,6 +229,7 @@ fn key_lists_match_what_the_loader_accepts() {
         ("", ASYNC_KEYS),
         (".job", ASYNC_JOB_KEYS),
         (".idempotency", ASYNC_IDEMPOTENCY_KEYS),
+        (".callback", ASYNC_CALLBACK_KEYS),
         (".handle", ASYNC_HANDLE_KEYS),
         (".state", ASYNC_STATE_KEYS),
         (".result", ASYNC_RESULT_KEYS),
@@ -282,6 +296,7 @@ fn example_mentions_every_key() {
         ASYNC_KEYS,
         ASYNC_JOB_KEYS,
         ASYNC_IDEMPOTENCY_KEYS,
+        ASYNC_CALLBACK_KEYS,
         ASYNC_HANDLE_KEYS,
         ASYNC_STATE_KEYS,
         ASYNC_RESULT_KEYS,

@@ -41,6 +41,8 @@ pub struct AsyncRoute {
     pub max_held: Option<usize>,
     /// `None`: retries are not deduplicated on this route.
     pub idempotency: Option<Idempotency>,
+    /// Present: the job API calls back when the job is done (dialect F).
+    pub callback: Option<Callback>,
     pub job: JobDetect,
     pub handle: Handle,
     pub state: StateRules,
@@ -58,6 +60,31 @@ pub enum OnTimeout {
     Accepted,
     /// 303 to that monitor, for clients that follow redirects.
     Redirect,
+}
+
+/// Completion by callback: Baton hands the job API a URL to call.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    /// Also poll, slowly, in case the callback never comes.
+    pub poll_too: bool,
+    pub carrier: CallbackCarrier,
+    /// The callback body must be signed (HMAC-SHA256) with this secret.
+    pub secret: Option<std::sync::Arc<[u8]>>,
+    pub signature_header: HeaderName,
+    /// Where the callback says the job's status code.
+    pub status_header: HeaderName,
+    /// Answer with this part of a JSON callback body, not all of it.
+    pub result_pointer: Option<String>,
+    /// The fallback poll's interval in `callback+poll` mode.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum CallbackCarrier {
+    /// A header of the submit.
+    Header(HeaderName),
+    /// A field of the submit's JSON body.
+    Pointer(String),
 }
 
 /// How retries of one request find the job the first one started.
@@ -96,6 +123,8 @@ pub enum HandleSource {
     Pointer(String),
     /// A URL built from the submit body.
     Template(Template),
+    /// No status monitor: the job reports by callback alone.
+    Callback,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +242,10 @@ pub mod defaults {
     pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
     pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
     pub const MAX_STORED_BODY: u64 = 1024 * 1024;
+    pub const CALLBACK_HEADER: &str = "x-callback-url";
+    pub const SIGNATURE_HEADER: &str = "x-baton-signature";
+    pub const STATUS_HEADER: &str = "x-callback-status";
+    pub const CALLBACK_POLL: Duration = Duration::from_secs(30);
     pub const JOB_STATUSES: [u16; 1] = [202];
     pub const RUNNING_STATUSES: [u16; 1] = [202];
     pub const REDIRECT_STATUSES: [u16; 2] = [302, 303];
@@ -357,6 +390,10 @@ impl Cx<'_> {
                 }
             },
             idempotency: self.idempotency(&raw, only_get, &at)?,
+            callback: match &raw.callback {
+                Some(c) => Some(self.callback(c, &at)?),
+                None => None,
+            },
             job: JobDetect {
                 statuses: self.statuses(
                     raw.job.statuses.as_ref(),
@@ -397,6 +434,88 @@ impl Cx<'_> {
                     )?,
                 },
             },
+        })
+    }
+
+    fn callback(
+        &self,
+        raw: &Spanned<super::raw::RawCallback>,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<Callback, ConfigError> {
+        let c = raw.get_ref();
+        let poll_too = match &c.mode {
+            None => false,
+            Some(m) => self.value(
+                m,
+                || at("callback.mode"),
+                |m| match m {
+                    "callback" => Ok(false),
+                    "callback+poll" => Ok(true),
+                    other => Err(format!(
+                        "{other:?} is not one of \"callback\", \"callback+poll\""
+                    )),
+                },
+            )?,
+        };
+        let carrier = match (&c.header, &c.pointer) {
+            (Some(_), Some(p)) => {
+                return Err(self.error(
+                    p.span(),
+                    at("callback.pointer"),
+                    "set either callback.header or callback.pointer, not both".into(),
+                ))
+            }
+            (None, Some(p)) => {
+                CallbackCarrier::Pointer(self.value(p, || at("callback.pointer"), parse_pointer)?)
+            }
+            (Some(h), None) => {
+                CallbackCarrier::Header(self.value(h, || at("callback.header"), header_name)?)
+            }
+            (None, None) => {
+                CallbackCarrier::Header(HeaderName::from_static(defaults::CALLBACK_HEADER))
+            }
+        };
+        let named = |value: &Option<Spanned<String>>, key: &str, default: &'static str| match value
+        {
+            None => Ok(HeaderName::from_static(default)),
+            Some(h) => self.value(h, || at(key), header_name),
+        };
+        Ok(Callback {
+            poll_too,
+            carrier,
+            secret: match &c.secret {
+                None => None,
+                Some(s) => Some(self.value(
+                    s,
+                    || at("callback.secret"),
+                    |s| {
+                        if s.len() < 16 {
+                            Err("use a secret of at least 16 bytes".to_owned())
+                        } else {
+                            Ok(std::sync::Arc::from(s.as_bytes()))
+                        }
+                    },
+                )?),
+            },
+            signature_header: named(
+                &c.signature_header,
+                "callback.signature_header",
+                defaults::SIGNATURE_HEADER,
+            )?,
+            status_header: named(
+                &c.status_header,
+                "callback.status_header",
+                defaults::STATUS_HEADER,
+            )?,
+            result_pointer: match &c.result_pointer {
+                None => None,
+                Some(p) => Some(self.value(p, || at("callback.result_pointer"), parse_pointer)?),
+            },
+            poll_interval: self.duration(
+                c.poll_interval.as_ref(),
+                || at("callback.poll_interval"),
+                defaults::CALLBACK_POLL,
+            )?,
         })
     }
 
@@ -471,6 +590,9 @@ impl Cx<'_> {
                 Some(t) => HandleSource::Template(self.value(t, || at("handle.template"), |t| Template::parse(t, &[]))?),
                 None => unreachable!("matched on presence"),
             },
+            [false, false, false] if matches!(&raw.callback, Some(c) if c.get_ref().mode.as_ref().is_none_or(|m| m.get_ref() == "callback")) => {
+                HandleSource::Callback
+            }
             [false, false, false] => {
                 return Err(self.error(
                     table.clone(),

@@ -110,6 +110,7 @@ pub fn merge(route: RawAsync, preset: RawAsync) -> RawAsync {
                 .max_stored_body
                 .or(preset.idempotency.max_stored_body),
         },
+        callback: route.callback.or(preset.callback),
         job: RawJob {
             statuses: route.job.statuses.or(preset.job.statuses),
             needs_handle: route.job.needs_handle.or(preset.job.needs_handle),

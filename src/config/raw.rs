@@ -47,6 +47,8 @@ pub struct RawServer {
     pub continuation_key: Option<Spanned<String>>,
     pub idempotency_memory: Option<Spanned<String>>,
     pub redact_headers: Option<Vec<Spanned<String>>>,
+    pub callback_listen: Option<Spanned<String>>,
+    pub callback_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +124,7 @@ pub struct RawAsync {
     pub max_held: Option<Spanned<i64>>,
     #[serde(default)]
     pub idempotency: RawIdempotency,
+    pub callback: Option<Spanned<RawCallback>>,
     #[serde(default)]
     pub job: RawJob,
     #[serde(default)]
@@ -221,4 +224,18 @@ pub struct RawIdempotency {
     pub scope_header: Option<Spanned<String>>,
     pub ttl: Option<Spanned<String>>,
     pub max_stored_body: Option<Spanned<String>>,
+}
+
+/// Completion by callback (dialect F).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallback {
+    pub mode: Option<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+    pub pointer: Option<Spanned<String>>,
+    pub secret: Option<Spanned<String>>,
+    pub signature_header: Option<Spanned<String>>,
+    pub status_header: Option<Spanned<String>>,
+    pub result_pointer: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<String>>,
 }

@@ -19,6 +19,14 @@ use super::call::JobCalls;
 use super::dialect::{self, Done, JobState, StatusAnswer};
 use super::schedule::{self, Schedule};
 
+/// The pace of polling beyond the route's schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub first: FirstPoll,
+    /// No delay shorter than this: a slow fallback poll beside a callback.
+    pub floor: Option<std::time::Duration>,
+}
+
 /// When to poll first.
 #[derive(Debug, Clone, Copy)]
 pub enum FirstPoll {
@@ -41,7 +49,7 @@ pub async fn follow(
     calls: &JobCalls<'_>,
     status_url: &Url,
     deadline: Instant,
-    first: FirstPoll,
+    pace: Pace,
     mut drain: tokio::sync::watch::Receiver<bool>,
     metrics: &Metrics,
     polls: &mut u32,
@@ -50,8 +58,8 @@ pub async fn follow(
     let route = RouteLabel {
         route: calls.route.name.to_string(),
     };
-    let mut schedule = Schedule::new(&facade.poll);
-    let mut delay = match first {
+    let mut schedule = Schedule::new(&facade.poll).with_floor(pace.floor);
+    let mut delay = match pace.first {
         FirstPoll::After(retry_after) => schedule.next(retry_after),
         FirstPoll::Now => std::time::Duration::ZERO,
     };

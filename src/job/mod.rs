@@ -15,6 +15,7 @@
 //! credentials, correlation.
 
 pub mod call;
+pub mod callback;
 pub mod continuation;
 pub mod dialect;
 pub mod fetch;
@@ -33,16 +34,18 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
-use crate::config::{AsyncRoute, HandleSource, OnTimeout};
-use crate::error::{Error, JobError, JobRef};
+use crate::config::{AsyncRoute, Callback, CallbackCarrier, HandleSource, OnTimeout};
+use crate::error::{ClientError, Error, JobError, JobRef};
 use crate::idempotency::Store;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
 use call::JobCalls;
+use callback::{Callbacks, Delivery, Registration};
 use continuation::{Continuation, Ticket};
-use follow::{FirstPoll, Followed};
+use follow::{FirstPoll, Followed, Pace};
 use prefer::{Prefer, PREFERENCE_APPLIED};
+use std::sync::Arc;
 use submit::{Job, Submitted};
 use tokio::sync::watch;
 use url::Url;
@@ -50,6 +53,9 @@ use url::Url;
 /// What a facade request needs beyond its route.
 pub struct JobEnv<'a> {
     pub continuation: &'a Continuation,
+    pub callbacks: &'a Arc<Callbacks>,
+    /// The base of callback URLs (`[server] callback_url`).
+    pub callback_base: Option<&'a str>,
     pub metrics: &'a Metrics,
     /// The idempotency record to tell the moment the job is accepted, so
     /// a retry on any instance finds the job even if this one dies.
@@ -112,6 +118,24 @@ pub async fn handle(
     let deadline = started + hold;
     let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
 
+    let (registration, request) = match &facade.callback {
+        Some(callback) => {
+            let registration = env
+                .callbacks
+                .register(&cx.route.name, facade.max_wait + CALLBACK_SLACK)
+                .await
+                .map_err(Error::Unavailable)?;
+            let url = format!(
+                "{}{}{}",
+                env.callback_base.unwrap_or_default(),
+                callback::PATH,
+                registration.token
+            );
+            let request = carry(callback, request, &url, cx.max_request_body).await?;
+            (Some(registration), request)
+        }
+        None => (None, request),
+    };
     let mut submit = proxy::prepare(&cx, request)?;
     for name in facade.submit_headers.keys() {
         submit.headers_mut().remove(name);
@@ -123,7 +147,8 @@ pub async fn handle(
     let submit_url = call::url_of(submit.uri())?;
     progress.submit = Submission::Sent;
     let response = cx.upstream.send(submit).await?;
-    let job = match submit::accept(&calls, response, &submit_url).await? {
+    let token = registration.as_ref().map(|r| r.token.as_str());
+    let job = match submit::accept(&calls, response, &submit_url, token).await? {
         Submitted::Answer(answer) => return Ok(answer),
         Submitted::Job(job) => job,
     };
@@ -157,6 +182,7 @@ pub async fn handle(
         original: submit_url,
         ticket,
         first_poll: FirstPoll::After(job.retry_after),
+        callback: registration,
     };
     follow_and_answer(&calls, target, deadline, hold, env, progress).await
 }
@@ -195,6 +221,7 @@ pub async fn resume(
         original,
         ticket,
         first_poll: FirstPoll::Now,
+        callback: None,
     };
     follow_and_answer(&calls, target, started + hold, hold, env, progress).await
 }
@@ -205,6 +232,18 @@ struct Target {
     original: Url,
     ticket: Ticket,
     first_poll: FirstPoll,
+    /// The callback this job will make, when the route uses callbacks.
+    callback: Option<Registration>,
+}
+
+/// How long a callback token outlives the longest hold: a job that calls
+/// back a little late still finds it.
+const CALLBACK_SLACK: Duration = Duration::from_secs(60);
+
+/// What ended the wait for a job.
+enum Ended {
+    Followed(Result<Followed, Error>),
+    CalledBack(Arc<Delivery>),
 }
 
 async fn follow_and_answer(
@@ -216,17 +255,45 @@ async fn follow_and_answer(
     progress: &mut Progress,
 ) -> Result<Response<Body>, Error> {
     let facade = calls.facade;
+    let mut target = target;
     let cancel = CancelGuard::new(calls, &target)?;
-    let followed = follow::follow(
-        calls,
-        &target.status_url,
-        deadline,
-        target.first_poll,
-        env.drain,
-        env.metrics,
-        &mut progress.polls,
-    )
-    .await;
+    let callback = facade.callback.as_ref();
+    // Polling runs unless the job answers by callback alone; then only the
+    // deadline and shutdown end the wait.
+    let polling = async {
+        match callback {
+            Some(c) if !c.poll_too => Ok(wait_out(deadline, env.drain.clone()).await),
+            _ => {
+                follow::follow(
+                    calls,
+                    &target.status_url,
+                    deadline,
+                    Pace {
+                        first: target.first_poll,
+                        floor: callback.map(|c| c.poll_interval),
+                    },
+                    env.drain.clone(),
+                    env.metrics,
+                    &mut progress.polls,
+                )
+                .await
+            }
+        }
+    };
+    let ended = match target.callback.as_mut() {
+        Some(registration) => tokio::select! {
+            delivery = registration.arrived() => Ended::CalledBack(delivery),
+            followed = polling => Ended::Followed(followed),
+        },
+        None => Ended::Followed(polling.await),
+    };
+    let followed = match ended {
+        Ended::Followed(followed) => followed,
+        Ended::CalledBack(delivery) => {
+            cancel.disarm();
+            return called_back(calls, callback, &delivery);
+        }
+    };
     let monitor = (facade.on_timeout != OnTimeout::GatewayTimeout)
         .then(|| env.continuation.monitor(&target.ticket));
     match followed {
@@ -270,6 +337,106 @@ async fn follow_and_answer(
             Err(err)
         }
     }
+}
+
+/// Waits out the hold of a job that answers by callback alone.
+async fn wait_out(deadline: Instant, mut drain: watch::Receiver<bool>) -> Followed {
+    tokio::select! {
+        () = tokio::time::sleep_until(deadline) => Followed::TimedOut,
+        _ = drain.wait_for(|now| *now) => Followed::Drained,
+    }
+}
+
+/// Puts the callback URL where the route says: a submit header, or a field
+/// of the submit's JSON body (which then is read, within the body limit).
+async fn carry(
+    callback: &Callback,
+    request: Request<Body>,
+    url: &str,
+    limit: u64,
+) -> Result<Request<Body>, Error> {
+    let (mut parts, incoming) = request.into_parts();
+    match &callback.carrier {
+        CallbackCarrier::Header(name) => {
+            let value = HeaderValue::from_str(url).map_err(|e| Error::Internal(e.into()))?;
+            parts.headers.insert(name.clone(), value);
+            Ok(Request::from_parts(parts, incoming))
+        }
+        CallbackCarrier::Pointer(pointer) => {
+            let bytes = match body::limited(incoming, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<body::TooLarge>() => {
+                    return Err(ClientError::BodyTooLarge { limit }.into())
+                }
+                Err(e) => return Err(ClientError::BodyRead(e).into()),
+            };
+            let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::BadRequest(format!("this route needs a JSON body ({e})"))
+            })?;
+            set_pointer(&mut json, pointer, url.into()).map_err(ClientError::BadRequest)?;
+            let bytes = serde_json::to_vec(&json).map_err(|e| Error::Internal(e.into()))?;
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            Ok(Request::from_parts(parts, body::full(bytes)))
+        }
+    }
+}
+
+/// Sets `value` at `pointer`, creating the last member of an object.
+fn set_pointer(
+    json: &mut serde_json::Value,
+    pointer: &str,
+    value: serde_json::Value,
+) -> Result<(), String> {
+    let (parent, member) = pointer.rsplit_once('/').ok_or("an empty pointer")?;
+    let member = member.replace("~1", "/").replace("~0", "~");
+    match json.pointer_mut(parent) {
+        Some(serde_json::Value::Object(map)) => {
+            map.insert(member, value);
+            Ok(())
+        }
+        _ => Err(format!(
+            "the JSON body has no object at {parent:?} to put the callback URL in"
+        )),
+    }
+}
+
+/// The client's answer from a callback: its status, and its body or the
+/// configured part of it.
+fn called_back(
+    calls: &JobCalls<'_>,
+    callback: Option<&Callback>,
+    delivery: &Delivery,
+) -> Result<Response<Body>, Error> {
+    let status = StatusCode::from_u16(delivery.status).unwrap_or(StatusCode::OK);
+    let pointer = callback.and_then(|c| c.result_pointer.as_deref());
+    let (bytes, content_type) = match pointer {
+        Some(pointer) => {
+            let json: serde_json::Value =
+                serde_json::from_slice(&delivery.body()).map_err(|e| {
+                    calls.fail(JobError::BadAnswer(format!(
+                        "the callback body is not JSON ({e})"
+                    )))
+                })?;
+            let value = json.pointer(pointer).ok_or_else(|| {
+                calls.fail(JobError::BadAnswer(format!(
+                    "the callback has no result at {pointer}"
+                )))
+            })?;
+            (
+                bytes::Bytes::from(value.to_string()),
+                Some("application/json".to_owned()),
+            )
+        }
+        None => (delivery.body(), delivery.content_type.clone()),
+    };
+    let mut response = Response::new(body::full(bytes));
+    *response.status_mut() = status;
+    if let Some(value) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
+    }
+    Ok(response)
 }
 
 /// The answer of a hold that ended before the job: where to find it again.

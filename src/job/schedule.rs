@@ -40,6 +40,8 @@ pub struct Schedule<'a> {
     step: i32,
     /// The most recent `Retry-After`, kept when later answers omit it.
     retry_after: Option<Duration>,
+    /// No delay shorter than this (a fallback poll beside a callback).
+    floor: Option<Duration>,
 }
 
 impl<'a> Schedule<'a> {
@@ -48,7 +50,13 @@ impl<'a> Schedule<'a> {
             config,
             step: 0,
             retry_after: None,
+            floor: None,
         }
+    }
+
+    pub fn with_floor(mut self, floor: Option<Duration>) -> Self {
+        self.floor = floor;
+        self
     }
 
     /// The delay before the next poll, given what the last answer asked.
@@ -67,7 +75,8 @@ impl<'a> Schedule<'a> {
                 Duration::try_from_secs_f64(jittered).unwrap_or(self.config.max_interval)
             }
         };
-        delay.clamp(self.config.min_interval, self.config.max_interval)
+        let delay = delay.clamp(self.config.min_interval, self.config.max_interval);
+        self.floor.map_or(delay, |floor| delay.max(floor))
     }
 }
 

@@ -41,10 +41,12 @@ pub struct Job {
     pub accepted: (Parts, Bytes),
 }
 
+/// `callback_token` names a job that has no monitor (callback only).
 pub async fn accept(
     calls: &JobCalls<'_>,
     response: Response<Incoming>,
     submit_url: &Url,
+    callback_token: Option<&str>,
 ) -> Result<Submitted, Error> {
     let facade = calls.facade;
     let status = response.status();
@@ -99,6 +101,8 @@ pub async fn accept(
         HandleSource::Template(template) => template
             .render(json.as_ref(), Vars::default())
             .map_err(Handle::Invalid),
+        // No monitor to find: the submit's own URL stands in, never polled.
+        HandleSource::Callback => Ok(submit_url.to_string()),
     };
     let handle = match handle {
         Ok(handle) => handle,
@@ -125,6 +129,10 @@ pub async fn accept(
         .and_then(|v| match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .or_else(|| match facade.handle.source {
+            HandleSource::Callback => callback_token.map(str::to_owned),
             _ => None,
         })
         .unwrap_or_else(|| last_segment(&status_url));

@@ -54,6 +54,17 @@ impl TestBaton {
 
     /// Starts Baton with an already validated config.
     pub async fn start_config(config: Config, admin: bool) -> TestBaton {
+        Self::start_full(config, admin, None).await
+    }
+
+    /// Starts Baton taking job API callbacks on `callbacks` (bind it first
+    /// and name its address as `[server] callback_listen`).
+    pub async fn start_with_callbacks(toml: &str, callbacks: TcpListener) -> TestBaton {
+        let config = Config::parse(toml, "test.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_full(config, false, Some(callbacks)).await
+    }
+
+    async fn start_full(config: Config, admin: bool, callbacks: Option<TcpListener>) -> TestBaton {
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = if admin {
             Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
@@ -68,6 +79,7 @@ impl TestBaton {
         let listeners = Listeners {
             main,
             admin: admin_listener,
+            callbacks,
         };
         let task = tokio::spawn(baton.run(listeners, async {
             let _ = stopped.await;

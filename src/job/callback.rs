@@ -1,0 +1,383 @@
+//! Completion by callback (dialect F): Baton gives the job API a URL of its
+//! callback listener, carrying a single-use token, and the job API POSTs
+//! the job's outcome there.
+//!
+//! A token is 128 random bits, registered before the submit is sent, so a
+//! callback that beats the submit's own answer is kept, not lost. With a
+//! cluster the token lives in Redis too: the instance that receives the
+//! callback stores it there and announces it, and the instance holding the
+//! client picks it up. A token that is unknown, already used, or whose
+//! callback is not properly signed is answered 404 and changes nothing.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use redis::AsyncCommands;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::cluster::{unavailable, Cluster};
+use crate::config::Callback;
+use crate::idempotency::{StoreError, StoreResult};
+use crate::state::State;
+
+/// Where the callback listener takes callbacks.
+pub const PATH: &str = "/callbacks/";
+
+/// A callback's largest accepted body.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// What a job API called back with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub status: u16,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Base64, so any body survives the trip through Redis.
+    pub body: String,
+}
+
+impl Delivery {
+    pub fn body(&self) -> Bytes {
+        STANDARD
+            .decode(&self.body)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+}
+
+/// A pending callback in Redis: which route it belongs to (for the
+/// signature check on whichever instance receives it).
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    route: String,
+    #[serde(default)]
+    delivery: Option<Delivery>,
+}
+
+type Slot = watch::Sender<Option<Arc<Delivery>>>;
+
+/// The callbacks this instance waits for, and the cluster's.
+pub struct Callbacks {
+    local: Mutex<HashMap<String, (String, Slot)>>,
+    cluster: Option<Arc<Cluster>>,
+    random: SystemRandom,
+}
+
+/// One awaited callback; dropping it forgets the token.
+pub struct Registration {
+    pub token: String,
+    receiver: watch::Receiver<Option<Arc<Delivery>>>,
+    callbacks: Arc<Callbacks>,
+}
+
+/// Stores a delivery only if its token is still pending.
+const DELIVER: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL') redis.call('publish', KEYS[2], 'changed') return 1 else return 0 end";
+
+impl Callbacks {
+    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+        Callbacks {
+            local: Mutex::default(),
+            cluster,
+            random: SystemRandom::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Slot)>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh token for `route`, awaited until the registration drops
+    /// (or `ttl` passes, in Redis).
+    pub async fn register(
+        self: &Arc<Self>,
+        route: &str,
+        ttl: Duration,
+    ) -> StoreResult<Registration> {
+        let mut bytes = [0u8; 16];
+        self.random
+            .fill(&mut bytes)
+            .map_err(|_| StoreError("no system randomness for a callback token".to_owned()))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        if let Some(cluster) = &self.cluster {
+            let pending = serde_json::to_string(&Pending {
+                route: route.to_owned(),
+                delivery: None,
+            })
+            .map_err(|e| StoreError(e.to_string()))?;
+            let mut conn = cluster.conn();
+            let _: () = conn
+                .set_ex(
+                    cluster.key("callback", &token),
+                    pending,
+                    ttl.as_secs().max(1),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        let (slot, receiver) = watch::channel(None);
+        self.lock().insert(token.clone(), (route.to_owned(), slot));
+        Ok(Registration {
+            token,
+            receiver,
+            callbacks: Arc::clone(self),
+        })
+    }
+
+    /// The route a token was handed out for, if it is still pending.
+    pub async fn route_of(&self, token: &str) -> StoreResult<Option<String>> {
+        if let Some((route, slot)) = self.lock().get(token) {
+            return Ok(slot.borrow().is_none().then(|| route.clone()));
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let stored: Option<String> = cluster
+            .conn()
+            .get(cluster.key("callback", token))
+            .await
+            .map_err(unavailable)?;
+        Ok(stored
+            .and_then(|s| serde_json::from_str::<Pending>(&s).ok())
+            .filter(|p| p.delivery.is_none())
+            .map(|p| p.route))
+    }
+
+    /// Hands a callback to whoever waits for `token`, once. False: the
+    /// token is unknown or was used already.
+    pub async fn deliver(&self, token: &str, route: &str, delivery: Delivery) -> StoreResult<bool> {
+        if let Some(cluster) = &self.cluster {
+            // Marked used cluster-wide, so no instance takes it twice.
+            return self.deliver_shared(cluster, token, route, delivery).await;
+        }
+        let Some(slot) = self.lock().get(token).map(|(_, slot)| slot.clone()) else {
+            return Ok(false);
+        };
+        let mut fresh = false;
+        slot.send_if_modified(|current| {
+            fresh = current.is_none();
+            if fresh {
+                *current = Some(Arc::new(delivery));
+            }
+            fresh
+        });
+        Ok(fresh)
+    }
+
+    async fn deliver_shared(
+        &self,
+        cluster: &Cluster,
+        token: &str,
+        route: &str,
+        delivery: Delivery,
+    ) -> StoreResult<bool> {
+        let json = |delivery| {
+            serde_json::to_string(&Pending {
+                route: route.to_owned(),
+                delivery,
+            })
+            .map_err(|e| StoreError(e.to_string()))
+        };
+        let key = cluster.key("callback", token);
+        let delivered: i64 = redis::Script::new(DELIVER)
+            .key(&key)
+            .key(cluster.channel(&key))
+            .arg(json(None)?)
+            .arg(json(Some(delivery.clone()))?)
+            .invoke_async(&mut cluster.conn())
+            .await
+            .map_err(unavailable)?;
+        if delivered == 1 {
+            if let Some((_, slot)) = self.lock().get(token) {
+                slot.send_replace(Some(Arc::new(delivery)));
+            }
+        }
+        Ok(delivered == 1)
+    }
+}
+
+impl Registration {
+    /// Waits for the callback. With a cluster, it may arrive on another
+    /// instance: look in Redis whenever it announces a change, and now and
+    /// then regardless.
+    pub async fn arrived(&mut self) -> Arc<Delivery> {
+        let shared = self.callbacks.cluster.clone();
+        let watch = shared.as_ref().map(|cluster| {
+            let key = cluster.key("callback", &self.token);
+            (cluster.watch(cluster.channel(&key)), key)
+        });
+        loop {
+            if let Some(delivery) = self.receiver.borrow_and_update().clone() {
+                return delivery;
+            }
+            match (&shared, &watch) {
+                (Some(cluster), Some((watch, key))) => {
+                    if let Some(delivery) = fetch(cluster, key).await {
+                        return Arc::new(delivery);
+                    }
+                    tokio::select! {
+                        _ = self.receiver.changed() => {}
+                        () = watch.changed(Duration::from_secs(1)) => {}
+                    }
+                }
+                _ => {
+                    if self.receiver.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn fetch(cluster: &Cluster, key: &str) -> Option<Delivery> {
+    let stored: Option<String> = cluster.conn().get(key).await.ok()?;
+    serde_json::from_str::<Pending>(&stored?).ok()?.delivery
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.callbacks.lock().remove(&self.token);
+    }
+}
+
+/// The HMAC-SHA256 signature a job API sends with a callback body:
+/// `sha256=<hex>`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8]) -> bool {
+    let Some(secret) = &callback.secret else {
+        return true;
+    };
+    let Some(given) = headers
+        .get(&callback.signature_header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+    else {
+        return false;
+    };
+    let Some(tag) = (0..given.len())
+        .step_by(2)
+        .map(|i| {
+            given
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, secret), body, &tag).is_ok()
+}
+
+/// Serves the callback listener until the process ends.
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(take(&state, request).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// One callback: 204 when it reached a waiting job, 404 when it did not
+/// (unknown, used, or not signed as its route requires).
+async fn take(state: &State, request: Request<Incoming>) -> Response<Body> {
+    let reply = |status: StatusCode| {
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = status;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    };
+    let Some(token) = request.uri().path().strip_prefix(PATH).map(str::to_owned) else {
+        return reply(StatusCode::NOT_FOUND);
+    };
+    if request.method() != Method::POST && request.method() != Method::PUT {
+        return reply(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let route = match state.callbacks.route_of(&token).await {
+        Ok(Some(route)) => route,
+        Ok(None) => return reply(StatusCode::NOT_FOUND),
+        Err(e) => {
+            tracing::warn!(error = %e, "a callback could not be looked up");
+            return reply(StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let generation = state.current();
+    let Some(callback) = generation
+        .config
+        .routes
+        .iter()
+        .find(|r| *r.name == *route)
+        .and_then(|r| r.facade.as_ref())
+        .and_then(|f| f.callback.as_ref())
+    else {
+        return reply(StatusCode::NOT_FOUND);
+    };
+    let (parts, incoming) = request.into_parts();
+    let Ok(collected) = Limited::new(incoming, MAX_BODY).collect().await else {
+        return reply(StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let bytes = collected.to_bytes();
+    if !verify_signature(callback, &parts.headers, &bytes) {
+        return reply(StatusCode::NOT_FOUND);
+    }
+    let status = parts
+        .headers
+        .get(&callback.status_header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|s| (200..600).contains(s))
+        .unwrap_or(200);
+    let delivery = Delivery {
+        status,
+        content_type: parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: STANDARD.encode(&bytes),
+    };
+    match state.callbacks.deliver(&token, &route, delivery).await {
+        Ok(true) => reply(StatusCode::NO_CONTENT),
+        Ok(false) => reply(StatusCode::NOT_FOUND),
+        Err(e) => {
+            tracing::warn!(error = %e, "a callback could not be stored");
+            reply(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
