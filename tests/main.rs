@@ -3,6 +3,7 @@
 
 mod support;
 
+mod callbacks;
 mod cli;
 mod cluster;
 mod config_files;
