@@ -158,7 +158,7 @@ fn record_job(
     }
     let event = match outcome {
         _ if progress.job_goes_on => Some("timed_out"),
-        "ok" if progress.polls > 0 => Some("succeeded"),
+        _ if progress.succeeded => Some("succeeded"),
         "job-failed" | "job-gone" => Some("failed"),
         "job-canceled" => Some("canceled"),
         "job-timeout" => Some("timed_out"),

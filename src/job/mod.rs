@@ -71,6 +71,8 @@ pub struct Progress {
     pub submit: Submission,
     /// This request followed a job submitted earlier.
     pub resumed: bool,
+    /// The job reported success (a final status or its callback).
+    pub succeeded: bool,
     pub polls: u32,
     /// The answer does not end the job (deadline, shutdown): a retry
     /// should follow the same job again.
@@ -291,6 +293,7 @@ async fn follow_and_answer(
         Ended::Followed(followed) => followed,
         Ended::CalledBack(delivery) => {
             cancel.disarm();
+            progress.succeeded = true;
             return called_back(calls, callback, &delivery);
         }
     };
@@ -299,6 +302,7 @@ async fn follow_and_answer(
     match followed {
         Ok(Followed::Done(last, done)) => {
             cancel.disarm();
+            progress.succeeded = true;
             let done_at = Instant::now();
             let answer =
                 fetch::result(calls, &target.status_url, last, done, &target.original).await;
