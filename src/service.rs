@@ -235,14 +235,7 @@ async fn dispatch(
         return proxy::forward(cx, request).await;
     };
     hold_place(state, generation, route, exchange)?;
-    let env = JobEnv {
-        continuation: &state.continuation,
-        callbacks: &state.callbacks,
-        callback_base: generation.config.server.callback_url.as_deref(),
-        metrics: &state.metrics,
-        record: None,
-        drain: state.drain_signal(),
-    };
+    let env = job_env(state, generation);
     if let Some(config) = &facade.idempotency {
         if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
             return idempotent::run(
@@ -274,6 +267,18 @@ async fn dispatch(
     .await
 }
 
+/// What the facade needs from the process and the configuration.
+fn job_env<'a>(state: &'a State, generation: &'a Generation) -> JobEnv<'a> {
+    JobEnv {
+        continuation: &state.continuation,
+        callbacks: &state.callbacks,
+        callback_base: generation.config.server.callback_url.as_deref(),
+        metrics: &state.metrics,
+        record: None,
+        drain: state.drain_signal(),
+    }
+}
+
 /// A Baton-served job monitor: the token names the route and the job.
 async fn monitor(
     state: &State,
@@ -302,14 +307,7 @@ async fn monitor(
     tracing::Span::current().record("route", &*route.name);
     let cx = forward(generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
-    let env = JobEnv {
-        continuation: &state.continuation,
-        callbacks: &state.callbacks,
-        callback_base: generation.config.server.callback_url.as_deref(),
-        metrics: &state.metrics,
-        record: None,
-        drain: state.drain_signal(),
-    };
+    let env = job_env(state, generation);
     job::resume(
         cx,
         facade,
