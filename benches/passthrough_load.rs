@@ -1,0 +1,367 @@
+//! Pass-through under load, side by side: wrk against Baton and against
+//! nginx configured as a keep-alive reverse proxy, both in front of the
+//! same trivial backend, in alternating rounds (A B A B …) so the machine's
+//! drift hits both alike.
+//!
+//! `cargo bench --bench passthrough_load` (needs `wrk` and `nginx` on the
+//! PATH: `apt-get install wrk nginx`; without them it says so and stops).
+//! Prints requests/s, p99 latency and the proxy's own CPU time per request
+//! (utime + stime from /proc, summed over nginx's workers), and the ratios.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
+
+const ROUNDS: usize = 3;
+const SECONDS: u32 = 5;
+const CONNECTIONS: u32 = 64;
+
+fn main() {
+    for tool in ["wrk", "nginx"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            eprintln!("\n*** SKIPPED passthrough_load: `{tool}` is not installed (apt-get install wrk nginx) ***\n");
+            return;
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("a scratch directory");
+    let backend_port = free_port();
+    let nginx_port = free_port();
+    let baton_port = free_port();
+
+    let backend = Nginx::start(
+        &dir.join("backend"),
+        &backend_conf(backend_port, &dir.join("html")),
+        1,
+    );
+    let proxy = Nginx::start(&dir.join("proxy"), &proxy_conf(nginx_port, backend_port), 2);
+    let baton = start_baton(&dir, baton_port, backend_port);
+    wait_ready(nginx_port);
+    wait_ready(baton_port);
+    wait_ready(backend_port);
+
+    println!(
+        "machine: {} cores; wrk -t2 -c{CONNECTIONS} -d{SECONDS}s, {ROUNDS} alternating rounds each",
+        num_cpus()
+    );
+    for (label, path) in [("small body (2 B)", "/small"), ("4 KiB body", "/4k")] {
+        let mut nginx_runs = Vec::new();
+        let mut baton_runs = Vec::new();
+        for _ in 0..ROUNDS {
+            nginx_runs.push(run(nginx_port, path, &proxy.pids()));
+            baton_runs.push(run(baton_port, path, &[baton.id()]));
+        }
+        let n = Summary::of(&nginx_runs);
+        let b = Summary::of(&baton_runs);
+        println!("\n{label}");
+        println!(
+            "  {:<6} {:>12} {:>12} {:>16}",
+            "", "req/s", "p99 ms", "CPU µs/req"
+        );
+        println!(
+            "  {:<6} {:>12.0} {:>12.2} {:>16.1}",
+            "nginx", n.rps, n.p99_ms, n.cpu_us
+        );
+        println!(
+            "  {:<6} {:>12.0} {:>12.2} {:>16.1}",
+            "baton", b.rps, b.p99_ms, b.cpu_us
+        );
+        println!(
+            "  baton/nginx: req/s {:.2}x, p99 {:.2}x, CPU per request {:.2}x",
+            b.rps / n.rps,
+            b.p99_ms / n.p99_ms,
+            b.cpu_us / n.cpu_us
+        );
+    }
+    drop(baton);
+    drop(proxy);
+    drop(backend);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+struct Run {
+    rps: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+}
+
+struct Summary {
+    rps: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+}
+
+impl Summary {
+    /// Medians: one noisy round does not decide.
+    fn of(runs: &[Run]) -> Summary {
+        let median = |f: fn(&Run) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        Summary {
+            rps: median(|r| r.rps),
+            p99_ms: median(|r| r.p99_ms),
+            cpu_us: median(|r| r.cpu_us),
+        }
+    }
+}
+
+/// One wrk run against `port`, with the CPU `pids` used meanwhile.
+fn run(port: u16, path: &str, pids: &[u32]) -> Run {
+    let before = cpu_ticks(pids);
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ])
+        .output()
+        .expect("wrk runs");
+    let after = cpu_ticks(pids);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    let rps = field(&text, "Requests/sec:").unwrap_or(0.0);
+    let p99_ms = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("99%"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(millis)
+        .unwrap_or(f64::NAN);
+    let ticks = after.saturating_sub(before) as f64;
+    let cpu_us = ticks * 1_000_000.0 / clock_ticks() / requests.max(1.0);
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("warning: errors during the run on port {port}:\n{text}");
+    }
+    Run {
+        rps,
+        p99_ms,
+        cpu_us,
+    }
+}
+
+fn field(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// wrk's latency figure (`812.00us`, `1.21ms`, `2.00s`) in milliseconds.
+fn millis(text: &str) -> f64 {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// utime + stime of `pids`, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+            utime + stime
+        })
+        .sum()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port()
+}
+
+fn wait_ready(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// An nginx with its own prefix and config; stopped when dropped.
+struct Nginx {
+    prefix: PathBuf,
+}
+
+impl Nginx {
+    fn start(prefix: &Path, conf: &str, workers: u32) -> Nginx {
+        fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
+        let conf = format!(
+            "worker_processes {workers};\npid {}/nginx.pid;\nerror_log {}/logs/error.log;\n{conf}",
+            prefix.display(),
+            prefix.display()
+        );
+        fs::write(prefix.join("nginx.conf"), conf).expect("nginx config");
+        let status = Command::new("nginx")
+            .args([
+                "-p",
+                &prefix.display().to_string(),
+                "-c",
+                &prefix.join("nginx.conf").display().to_string(),
+            ])
+            .status()
+            .expect("nginx starts");
+        assert!(
+            status.success(),
+            "nginx failed to start; see {}/logs/error.log",
+            prefix.display()
+        );
+        Nginx {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The master and its workers.
+    fn pids(&self) -> Vec<u32> {
+        let master: u32 = fs::read_to_string(self.prefix.join("nginx.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        let mut pids = vec![master];
+        if let Ok(children) = fs::read_to_string(format!("/proc/{master}/task/{master}/children")) {
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        pids
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .args([
+                "-p",
+                &self.prefix.display().to_string(),
+                "-c",
+                &self.prefix.join("nginx.conf").display().to_string(),
+                "-s",
+                "stop",
+            ])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn backend_conf(port: u16, root: &Path) -> String {
+    fs::create_dir_all(root).expect("backend root");
+    fs::write(root.join("small"), "ok").expect("small body");
+    fs::write(root.join("4k"), "x".repeat(4096)).expect("4 KiB body");
+    format!(
+        r#"events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    open_file_cache max=16;
+    server {{
+        listen 127.0.0.1:{port};
+        keepalive_requests 1000000;
+        root {};
+    }}
+}}"#,
+        root.display()
+    )
+}
+
+fn proxy_conf(port: u16, backend: u16) -> String {
+    format!(
+        r#"events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream backend {{
+        server 127.0.0.1:{backend};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}"#
+    )
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Killed {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Baton in front of the same backend, as a process of its own.
+fn start_baton(dir: &Path, port: u16, backend: u16) -> Killed {
+    let conf = dir.join("baton.toml");
+    fs::write(
+        &conf,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[backends.app]\nurl = \"http://127.0.0.1:{backend}\"\npool_max_idle = 64\n\n[[routes]]\nname = \"all\"\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n"
+        ),
+    )
+    .expect("baton config");
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["run", "--config", &conf.display().to_string()])
+        // Like nginx's `access_log off`: the comparison is of proxying.
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Killed)
+        .expect("baton starts")
+}
