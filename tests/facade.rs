@@ -697,3 +697,26 @@ async fn result_by_getting_the_original_uri() {
         "the original URI is re-read with GET, never re-PUT"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_configured_cancel_request_is_sent_instead_of_a_delete() {
+    let api = JobApi::start(endless(Dialect::Google)).await;
+    let baton = TestBaton::start(&async_config(
+        &api,
+        "preset = \"google-operation\"\nwait = \"5s\"\ncancel = { on_timeout = true, method = \"POST\", url = \"{status_url}:cancel\" }",
+    ))
+    .await;
+    submit(&baton, &api, &[]).await.problem(504);
+    api.wait_until(|a| a.cancels() == 1).await;
+    let cancel = api
+        .requests()
+        .into_iter()
+        .find(|s| s.uri.path().ends_with(":cancel"))
+        .unwrap();
+    assert_eq!(cancel.method, http::Method::POST);
+    assert_eq!(cancel.uri.path(), "/v1/operations/job-1:cancel");
+    assert!(!api
+        .requests()
+        .iter()
+        .any(|s| s.method == http::Method::DELETE));
+}

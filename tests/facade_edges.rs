@@ -520,3 +520,51 @@ async fn a_dialect_other_than_location_303_follows_the_same_rules() {
     assert_eq!(other.count(), 0);
     assert_eq!((api.submits(), api.polls()), (1, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_status_call_that_hangs_is_cut_at_the_poll_timeout_and_retried() {
+    let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = hung.clone();
+    let backend = Backend::start(move |request: Request<Incoming>| {
+        let flag = flag.clone();
+        async move {
+            match request.uri().path() {
+                "/reports" => Response::builder()
+                    .status(202)
+                    .header("location", "/status/1")
+                    .body(body::empty())
+                    .unwrap(),
+                // The first status call never answers; the next says done.
+                "/status/1" if !flag.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                    std::future::pending::<()>().await;
+                    unreachable!()
+                }
+                "/status/1" => Response::builder()
+                    .status(303)
+                    .header("location", "/result/1")
+                    .body(body::empty())
+                    .unwrap(),
+                _ => Response::new(body::full("the result")),
+            }
+        }
+    })
+    .await;
+    let baton = TestBaton::start(&route_config(
+        backend.addr,
+        "/reports",
+        "preset = \"location-303\"\npoll = { timeout = \"2s\" }",
+    ))
+    .await;
+    let answer = post(&baton, "/reports", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.text(), "the result");
+    let polls = backend
+        .seen()
+        .iter()
+        .filter(|s| s.uri.path() == "/status/1")
+        .count();
+    assert_eq!(
+        polls, 2,
+        "the hung call was abandoned and the job polled again"
+    );
+}

@@ -519,3 +519,28 @@ async fn keep_alive_connections_to_the_backend_are_reused() {
         "one pooled connection served all"
     );
 }
+
+#[tokio::test]
+async fn backend_that_does_not_accept_in_time_is_a_504_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs,
+    // so a new connection neither succeeds nor fails until it times out.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let stream = tokio::net::TcpSocket::new_v4().unwrap();
+        // Each filler gets a moment to land in the queue; the ones that
+        // cannot are left pending, which is the point.
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let baton = TestBaton::start(&config(addr, "", r#"connect_timeout = "300ms""#)).await;
+    let problem = get(&baton.url("/")).await.problem(504);
+    assert_eq!(problem["type"], "urn:baton:problem:backend-connect-timeout");
+    drop(listener);
+}
