@@ -235,7 +235,7 @@ async fn dispatch(
         return proxy::forward(cx, request).await;
     };
     hold_place(state, generation, route, exchange)?;
-    let env = job_env(state, generation);
+    let env = job_env(state, generation, route);
     if let Some(config) = &facade.idempotency {
         if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
             return idempotent::run(
@@ -268,9 +268,10 @@ async fn dispatch(
 }
 
 /// What the facade needs from the process and the configuration.
-fn job_env<'a>(state: &'a State, generation: &'a Generation) -> JobEnv<'a> {
+fn job_env<'a>(state: &'a State, generation: &'a Generation, route: &Route) -> JobEnv<'a> {
     JobEnv {
         continuation: &state.continuation,
+        timing: generation.timings.get(&route.name).map(|t| &**t),
         callbacks: &state.callbacks,
         callback_base: generation.config.server.callback_url.as_deref(),
         metrics: &state.metrics,
@@ -307,7 +308,7 @@ async fn monitor(
     tracing::Span::current().record("route", &*route.name);
     let cx = forward(generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
-    let env = job_env(state, generation);
+    let env = job_env(state, generation, route);
     job::resume(
         cx,
         facade,

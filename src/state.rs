@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::idempotency::{memory::MemoryStore, redis::RedisStore, Store};
+use crate::job::adaptive::Timing;
 use crate::job::callback::Callbacks;
 use crate::job::continuation::Continuation;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct Generation {
     pub upstreams: Upstreams,
     /// Held-request gauges of the routes that limit them, by route name.
     pub route_held: HashMap<Arc<str>, Arc<Gauge>>,
+    /// Learned job lengths of the async routes, by route name.
+    pub timings: HashMap<Arc<str>, Arc<Timing>>,
 }
 
 impl Generation {
@@ -38,6 +41,14 @@ impl Generation {
     ) -> Result<Self, TrustError> {
         let upstreams = Upstreams::new(&config, metrics)?;
         let mut route_held = HashMap::new();
+        let mut timings = HashMap::new();
+        for route in config.routes.iter().filter(|r| r.facade.is_some()) {
+            // What a surviving route learned survives the reload too.
+            let timing = previous
+                .and_then(|p| p.timings.get(&route.name).cloned())
+                .unwrap_or_default();
+            timings.insert(Arc::clone(&route.name), timing);
+        }
         for route in &config.routes {
             let Some(limit) = route.facade.as_ref().and_then(|f| f.max_held) else {
                 continue;
@@ -57,6 +68,7 @@ impl Generation {
             config: Arc::new(config),
             upstreams,
             route_held,
+            timings,
         })
     }
 }

@@ -120,6 +120,7 @@ const ASYNC_POLL_KEYS: &[&str] = &[
     "max_interval",
     "timeout",
     "max_failures",
+    "adaptive",
 ];
 const ASYNC_CANCEL_KEYS: &[&str] = &["on_disconnect", "on_timeout", "method", "url"];
 const MATCH_KEYS: &[&str] = &["methods", "path", "host"];

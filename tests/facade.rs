@@ -5,6 +5,7 @@
 //! backend and the client share one runtime, so a 30 s deadline passes
 //! instantly and exactly.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton::body;
@@ -719,4 +720,85 @@ async fn a_configured_cancel_request_is_sent_instead_of_a_delete() {
         .requests()
         .iter()
         .any(|s| s.method == http::Method::DELETE));
+}
+
+/// A job API whose every job takes `length`, told by the clock rather than
+/// by a count of polls; records when each job finished.
+async fn timed_jobs(length: Duration) -> (crate::support::Backend, Arc<Mutex<Vec<Instant>>>) {
+    let started: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let finished: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (s, f) = (started.clone(), finished.clone());
+    let backend =
+        crate::support::Backend::start(move |request: http::Request<hyper::body::Incoming>| {
+            let (started, finished) = (s.clone(), f.clone());
+            async move {
+                let path = request.uri().path().to_owned();
+                let reply = |status: u16, location: Option<String>, body: &str| {
+                    let mut b = http::Response::builder().status(status);
+                    if let Some(l) = location {
+                        b = b.header("location", l);
+                    }
+                    b.body(body::full(body.to_owned())).unwrap()
+                };
+                if path == "/reports" {
+                    let mut started = started.lock().unwrap();
+                    started.push(Instant::now());
+                    return reply(202, Some(format!("/status/{}", started.len() - 1)), "");
+                }
+                let id: usize = path
+                    .rsplit('/')
+                    .next()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(0);
+                let begun = started.lock().unwrap()[id];
+                if begun.elapsed() < length {
+                    return reply(200, None, r#"{"status":"Running"}"#);
+                }
+                let mut finished = finished.lock().unwrap();
+                if finished.len() <= id {
+                    finished.resize(id + 1, begun + length);
+                }
+                reply(200, None, r#"{"status":"Succeeded"}"#)
+            }
+        })
+        .await;
+    (backend, finished)
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_polling_learns_the_job_length_and_answers_promptly_with_few_polls() {
+    let length = Duration::from_secs(20);
+    let (backend, finished) = timed_jobs(length).await;
+    let toml = crate::support::jobs::route_config(
+        backend.addr,
+        "/reports",
+        "preset = \"location-303\"\nwait = \"2m\"\npoll = { max_interval = \"30s\" }",
+    );
+    let baton = TestBaton::start(&toml).await;
+    let polls_of = |backend: &crate::support::Backend, id: usize| {
+        backend
+            .seen()
+            .iter()
+            .filter(|s| s.uri.path() == format!("/status/{id}"))
+            .count()
+    };
+    for id in 0..4 {
+        let answer = post(&baton, "/reports", &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let delay = Instant::now() - finished.lock().unwrap()[id];
+        if id == 3 {
+            // Learned: polled just before the usual length, then in steps.
+            assert!(
+                polls_of(&backend, id) <= 3,
+                "{} polls",
+                polls_of(&backend, id)
+            );
+            assert!(
+                delay <= length / 10,
+                "answered {delay:?} after the job finished"
+            );
+        } else {
+            assert!(polls_of(&backend, id) >= 5, "still learning: plain backoff");
+        }
+    }
 }

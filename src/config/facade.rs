@@ -196,6 +196,9 @@ pub struct PollSchedule {
     /// Per status call.
     pub timeout: Duration,
     pub max_failures: u32,
+    /// Learn the route's job lengths and poll near them (see
+    /// `job::adaptive`); the backend's Retry-After still wins.
+    pub adaptive: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -804,6 +807,7 @@ impl Cx<'_> {
                 defaults::POLL_MAX_FAILURES as usize,
                 1..=1000,
             )? as u32,
+            adaptive: p.adaptive.unwrap_or(true),
         })
     }
 

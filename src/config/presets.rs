@@ -130,6 +130,7 @@ pub fn merge(route: RawAsync, preset: RawAsync) -> RawAsync {
             max_interval: route.poll.max_interval.or(preset.poll.max_interval),
             timeout: route.poll.timeout.or(preset.poll.timeout),
             max_failures: route.poll.max_failures.or(preset.poll.max_failures),
+            adaptive: route.poll.adaptive.or(preset.poll.adaptive),
         },
         cancel: RawCancel {
             on_disconnect: route.cancel.on_disconnect.or(preset.cancel.on_disconnect),

@@ -203,6 +203,7 @@ pub struct RawPoll {
     pub max_interval: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub max_failures: Option<Spanned<i64>>,
+    pub adaptive: Option<bool>,
 }
 
 /// Canceling the job when nobody waits for it any more.

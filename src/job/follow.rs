@@ -15,16 +15,21 @@ use url::Url;
 use crate::error::{Error, JobError};
 use crate::metrics::{Metrics, RouteKind, RouteLabel};
 
+use super::adaptive::Timing;
+
 use super::call::JobCalls;
 use super::dialect::{self, Done, JobState, StatusAnswer};
 use super::schedule::{self, Schedule};
 
 /// The pace of polling beyond the route's schedule.
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
+#[derive(Clone, Copy)]
+pub struct Pace<'a> {
     pub first: FirstPoll,
     /// No delay shorter than this: a slow fallback poll beside a callback.
     pub floor: Option<std::time::Duration>,
+    /// The route's learned timing and when this job was submitted; `None`
+    /// for a job resumed without knowing its age.
+    pub learn: Option<(&'a Timing, Instant)>,
 }
 
 /// When to poll first.
@@ -49,7 +54,7 @@ pub async fn follow(
     calls: &JobCalls<'_>,
     status_url: &Url,
     deadline: Instant,
-    pace: Pace,
+    pace: Pace<'_>,
     mut drain: tokio::sync::watch::Receiver<bool>,
     metrics: &Metrics,
     polls: &mut u32,
@@ -58,7 +63,18 @@ pub async fn follow(
     let route = RouteLabel {
         route: calls.route.name.to_string(),
     };
-    let mut schedule = Schedule::new(&facade.poll).with_floor(pace.floor);
+    let learn = pace.learn.filter(|_| facade.poll.adaptive);
+    let plan = learn.and_then(|(timing, _)| timing.plan());
+    let mut schedule = Schedule::new(&facade.poll)
+        .with_floor(pace.floor)
+        .with_plan(
+            plan,
+            learn.map_or_else(Instant::now, |(_, started)| started),
+        );
+    // What a job with a Retry-After takes says nothing about its peers'
+    // natural length: learn only from jobs polled on Baton's own schedule.
+    let mut learning = learn.filter(|_| matches!(pace.first, FirstPoll::After(None)));
+    let mut last_running = std::time::Duration::ZERO;
     let mut delay = match pace.first {
         FirstPoll::After(retry_after) => schedule.next(retry_after),
         FirstPoll::Now => std::time::Duration::ZERO,
@@ -78,58 +94,67 @@ pub async fn follow(
         let request = calls.request(Method::GET, status_url)?;
         *polls += 1;
         metrics.polls.get_or_create(&route).inc();
-        let outcome: Result<(), (&str, String, Option<std::time::Duration>)> = match calls
-            .send(request, timeout)
-            .await
-        {
-            Ok(response) if is_transient(response.status()) => {
-                let asked = schedule::retry_after(response.headers(), SystemTime::now());
-                let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                    "throttled"
-                } else {
-                    "server_error"
-                };
-                Err((
-                    kind,
-                    format!("the status monitor answered {}", response.status()),
-                    asked,
-                ))
-            }
-            Ok(response) => {
-                let (parts, incoming) = response.into_parts();
-                let body = super::read_limited(incoming, facade.max_status_body, "status body")
-                    .await
-                    .map_err(|kind| calls.fail(kind))?;
-                let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
-                match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
-                    .map_err(|kind| calls.fail(kind))?
-                {
-                    JobState::Running { retry_after } => {
-                        failures = 0;
-                        delay = schedule.next(retry_after);
-                        continue;
-                    }
-                    JobState::Succeeded { result } => return Ok(Followed::Done(answer, result)),
-                    JobState::Failed { problem } => {
-                        return Err(calls.fail(JobError::Failed {
-                            status: facade.failure.status,
-                            error: problem,
-                        }))
-                    }
-                    JobState::Canceled => return Err(calls.fail(JobError::Canceled)),
-                    JobState::Gone(status) => return Err(calls.fail(JobError::Gone(status))),
+        let outcome: Result<(), (&str, String, Option<std::time::Duration>)> =
+            match calls.send(request, timeout).await {
+                Ok(response) if is_transient(response.status()) => {
+                    let asked = schedule::retry_after(response.headers(), SystemTime::now());
+                    let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                        "throttled"
+                    } else {
+                        "server_error"
+                    };
+                    Err((
+                        kind,
+                        format!("the status monitor answered {}", response.status()),
+                        asked,
+                    ))
                 }
-            }
-            // Only calls that never got an answer land here: connect errors,
-            // resets, per-call timeouts.
-            Err(err) => {
-                let kind = match &err {
-                    Error::Backend { kind, .. } => kind.slug(),
-                    _ => "other",
-                };
-                Err((kind, crate::error::chain(&err), None))
-            }
-        };
+                Ok(response) => {
+                    let (parts, incoming) = response.into_parts();
+                    let body = super::read_limited(incoming, facade.max_status_body, "status body")
+                        .await
+                        .map_err(|kind| calls.fail(kind))?;
+                    let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
+                    match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
+                        .map_err(|kind| calls.fail(kind))?
+                    {
+                        JobState::Running { retry_after } => {
+                            failures = 0;
+                            if retry_after.is_some() {
+                                learning = None;
+                            }
+                            if let Some((_, started)) = learning {
+                                last_running = started.elapsed();
+                            }
+                            delay = schedule.next(retry_after);
+                            continue;
+                        }
+                        JobState::Succeeded { result } => {
+                            if let Some((timing, started)) = learning {
+                                timing.record(last_running, started.elapsed());
+                            }
+                            return Ok(Followed::Done(answer, result));
+                        }
+                        JobState::Failed { problem } => {
+                            return Err(calls.fail(JobError::Failed {
+                                status: facade.failure.status,
+                                error: problem,
+                            }))
+                        }
+                        JobState::Canceled => return Err(calls.fail(JobError::Canceled)),
+                        JobState::Gone(status) => return Err(calls.fail(JobError::Gone(status))),
+                    }
+                }
+                // Only calls that never got an answer land here: connect errors,
+                // resets, per-call timeouts.
+                Err(err) => {
+                    let kind = match &err {
+                        Error::Backend { kind, .. } => kind.slug(),
+                        _ => "other",
+                    };
+                    Err((kind, crate::error::chain(&err), None))
+                }
+            };
         if let Err((kind, cause, asked)) = outcome {
             metrics
                 .poll_errors

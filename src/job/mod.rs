@@ -14,6 +14,7 @@
 //! [`call`] holds what every call after the submit shares: origin policy,
 //! credentials, correlation.
 
+pub mod adaptive;
 pub mod call;
 pub mod callback;
 pub mod continuation;
@@ -40,6 +41,7 @@ use crate::idempotency::Store;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
+use adaptive::Timing;
 use call::JobCalls;
 use callback::{Callbacks, Delivery, Registration};
 use continuation::{Continuation, Ticket};
@@ -53,6 +55,8 @@ use url::Url;
 /// What a facade request needs beyond its route.
 pub struct JobEnv<'a> {
     pub continuation: &'a Continuation,
+    /// What the route's recent jobs took (adaptive polling).
+    pub timing: Option<&'a Timing>,
     pub callbacks: &'a Arc<Callbacks>,
     /// The base of callback URLs (`[server] callback_url`).
     pub callback_base: Option<&'a str>,
@@ -148,6 +152,7 @@ pub async fn handle(
     // Also the original URI, for results fetched by re-GETting it.
     let submit_url = call::url_of(submit.uri())?;
     progress.submit = Submission::Sent;
+    let submitted = Instant::now();
     let response = cx.upstream.send(submit).await?;
     let token = registration.as_ref().map(|r| r.token.as_str());
     let job = match submit::accept(&calls, response, &submit_url, token).await? {
@@ -184,6 +189,7 @@ pub async fn handle(
         original: submit_url,
         ticket,
         first_poll: FirstPoll::After(job.retry_after),
+        submitted: Some(submitted),
         callback: registration,
     };
     follow_and_answer(&calls, target, deadline, hold, env, progress).await
@@ -223,6 +229,7 @@ pub async fn resume(
         original,
         ticket,
         first_poll: FirstPoll::Now,
+        submitted: None,
         callback: None,
     };
     follow_and_answer(&calls, target, started + hold, hold, env, progress).await
@@ -234,6 +241,8 @@ struct Target {
     original: Url,
     ticket: Ticket,
     first_poll: FirstPoll,
+    /// When the submit went out; unknown for a resumed job.
+    submitted: Option<Instant>,
     /// The callback this job will make, when the route uses callbacks.
     callback: Option<Registration>,
 }
@@ -273,6 +282,7 @@ async fn follow_and_answer(
                     Pace {
                         first: target.first_poll,
                         floor: callback.map(|c| c.poll_interval),
+                        learn: env.timing.zip(target.submitted),
                     },
                     env.drain.clone(),
                     env.metrics,

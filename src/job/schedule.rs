@@ -8,6 +8,8 @@ use http::HeaderMap;
 
 use crate::config::PollSchedule;
 
+use super::adaptive::Plan;
+
 /// The delay a response asks for, if it asks. Millisecond headers win
 /// over `Retry-After` because they are more precise; an HTTP-date in the
 /// past means "now".
@@ -42,6 +44,8 @@ pub struct Schedule<'a> {
     retry_after: Option<Duration>,
     /// No delay shorter than this (a fallback poll beside a callback).
     floor: Option<Duration>,
+    /// Learned timing of the route's jobs, with the job's start.
+    plan: Option<(Plan, tokio::time::Instant)>,
 }
 
 impl<'a> Schedule<'a> {
@@ -51,7 +55,15 @@ impl<'a> Schedule<'a> {
             step: 0,
             retry_after: None,
             floor: None,
+            plan: None,
         }
+    }
+
+    /// Polls by what the route's recent jobs took (see `adaptive`), for a
+    /// job that started at `started`.
+    pub fn with_plan(mut self, plan: Option<Plan>, started: tokio::time::Instant) -> Self {
+        self.plan = plan.map(|p| (p, started));
+        self
     }
 
     pub fn with_floor(mut self, floor: Option<Duration>) -> Self {
@@ -62,11 +74,14 @@ impl<'a> Schedule<'a> {
     /// The delay before the next poll, given what the last answer asked.
     pub fn next(&mut self, asked: Option<Duration>) -> Duration {
         if asked.is_some() {
+            // The backend's word wins over anything learned.
             self.retry_after = asked;
+            self.plan = None;
         }
-        let delay = match self.retry_after {
-            Some(delay) => delay,
-            None => {
+        let delay = match (self.retry_after, &self.plan) {
+            (Some(delay), _) => delay,
+            (None, Some((plan, started))) => plan.next(started.elapsed()),
+            (None, None) => {
                 let base = self.config.initial.as_secs_f64() * self.config.factor.powi(self.step);
                 self.step = self.step.saturating_add(1);
                 // Jitter only ever shortens a delay: spreading polls must not
@@ -94,6 +109,7 @@ mod tests {
             max_interval: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
             max_failures: 3,
+            adaptive: false,
         }
     }
 

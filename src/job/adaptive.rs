@@ -1,0 +1,116 @@
+//! Adaptive polling: learn how long a route's jobs take and poll near
+//! then, instead of backing off blindly.
+//!
+//! Fixed backoff cannot be both prompt and frugal across job lengths: a
+//! factor small enough to answer within 10 % of a job's age costs dozens
+//! of polls for a minute-long job. A route's jobs are usually alike,
+//! though, so each finished job leaves an estimate of when it completed
+//! (between its last "running" and first "done" answer), and the next job
+//! is polled first just before most jobs were done, then in small steps.
+//! Nothing is learned from jobs whose backend sets `Retry-After`: its word
+//! wins.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Finished jobs remembered per route.
+const WINDOW: usize = 32;
+/// Jobs seen before the estimate is trusted.
+const WARM_UP: usize = 3;
+
+/// What a route's recent jobs say about the next one.
+#[derive(Default)]
+pub struct Timing {
+    /// Completion-time estimates of recent jobs, newest last.
+    recent: Mutex<VecDeque<Duration>>,
+}
+
+/// When to poll a job of a route that has history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Age of the job at its first poll: just before most jobs completed.
+    pub first: Duration,
+    /// Steps after that, while the job is about as long as its peers.
+    pub step: Duration,
+}
+
+impl Timing {
+    /// Notes a finished job: running when `lo` old, done when `hi` old.
+    pub fn record(&self, lo: Duration, hi: Duration) {
+        let estimate = lo + (hi.saturating_sub(lo)) / 2;
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(estimate);
+    }
+
+    /// The plan for the next job, once the route has history.
+    pub fn plan(&self) -> Option<Plan> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() < WARM_UP {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = recent.iter().copied().collect();
+        sorted.sort_unstable();
+        // The 10th percentile: most jobs are done by the second step.
+        let first = sorted[sorted.len() / 10];
+        Some(Plan {
+            first,
+            step: first / 20,
+        })
+    }
+}
+
+impl Plan {
+    /// The delay before the next poll of a job `age` old.
+    pub fn next(&self, age: Duration) -> Duration {
+        if age < self.first {
+            return self.first - age;
+        }
+        // A job that outlives its peers is polled ever more sparsely, at a
+        // tenth of its age, so an outlier cannot cost many polls.
+        if age - self.first > self.step * 4 {
+            return (age / 10).max(self.step);
+        }
+        self.step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn learns_after_a_few_jobs() {
+        let t = Timing::default();
+        t.record(ms(900), ms(1100));
+        t.record(ms(950), ms(1050));
+        assert_eq!(t.plan(), None, "too little history");
+        t.record(ms(1000), ms(1000));
+        let plan = t.plan().unwrap();
+        assert_eq!(plan.first, ms(1000));
+        assert_eq!(plan.step, ms(50));
+    }
+
+    #[test]
+    fn polls_at_the_estimate_then_in_steps_then_sparsely() {
+        let plan = Plan {
+            first: ms(10_000),
+            step: ms(500),
+        };
+        assert_eq!(plan.next(ms(0)), ms(10_000));
+        assert_eq!(plan.next(ms(10_000)), ms(500));
+        assert_eq!(plan.next(ms(11_500)), ms(500));
+        assert_eq!(
+            plan.next(ms(20_000)),
+            ms(2_000),
+            "an outlier: a tenth of its age"
+        );
+    }
+}
