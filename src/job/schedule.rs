@@ -80,7 +80,15 @@ impl<'a> Schedule<'a> {
         }
         let delay = match (self.retry_after, &self.plan) {
             (Some(delay), _) => delay,
-            (None, Some((plan, started))) => plan.next(started.elapsed()),
+            (None, Some((plan, started))) => {
+                let age = started.elapsed();
+                if plan.before_first(age) {
+                    // The learned wait to the first poll is the point; the
+                    // interval cap is for guesses.
+                    return plan.next(age).max(self.config.min_interval);
+                }
+                plan.next(age)
+            }
             (None, None) => {
                 let base = self.config.initial.as_secs_f64() * self.config.factor.powi(self.step);
                 self.step = self.step.saturating_add(1);
