@@ -107,18 +107,25 @@ mod tests {
     }
 
     #[test]
-    fn polls_at_the_estimate_then_in_steps_then_sparsely() {
-        let plan = Plan {
-            first: ms(10_000),
-            step: ms(500),
-        };
+    fn polls_at_the_estimate_then_at_a_tenth_of_the_age() {
+        let plan = Plan { first: ms(10_000) };
         assert_eq!(plan.next(ms(0)), ms(10_000));
-        assert_eq!(plan.next(ms(10_000)), ms(500));
-        assert_eq!(plan.next(ms(11_500)), ms(500));
+        assert!(plan.before_first(ms(0)));
+        assert_eq!(plan.next(ms(10_000)), ms(1_000));
+        assert!(!plan.before_first(ms(10_000)));
         assert_eq!(
             plan.next(ms(20_000)),
             ms(2_000),
             "an outlier: a tenth of its age"
         );
+    }
+
+    #[test]
+    fn done_at_the_first_poll_probes_a_little_earlier() {
+        let t = Timing::default();
+        for _ in 0..3 {
+            t.record(ms(0), ms(1000));
+        }
+        assert_eq!(t.plan().unwrap().first, ms(900));
     }
 }
