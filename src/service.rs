@@ -238,7 +238,7 @@ async fn dispatch(
     let env = job_env(state, generation, route);
     if let Some(config) = &facade.idempotency {
         if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
-            return idempotent::run(
+            return Box::pin(idempotent::run(
                 cx,
                 facade,
                 config,
@@ -250,12 +250,12 @@ async fn dispatch(
                 &mut exchange.extra,
                 &mut exchange.leader,
                 &mut exchange.role,
-            )
+            ))
             .await;
         }
     }
     let request = request.map(body::stream);
-    job::handle(
+    Box::pin(job::handle(
         cx,
         facade,
         request,
@@ -263,7 +263,7 @@ async fn dispatch(
         env,
         &mut exchange.extra,
         &mut exchange.progress,
-    )
+    ))
     .await
 }
 
@@ -309,7 +309,7 @@ async fn monitor(
     let cx = forward(generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
     let env = job_env(state, generation, route);
-    job::resume(
+    Box::pin(job::resume(
         cx,
         facade,
         ticket,
@@ -318,7 +318,7 @@ async fn monitor(
         env,
         &mut exchange.extra,
         &mut exchange.progress,
-    )
+    ))
     .await
 }
 

@@ -140,12 +140,20 @@ pub async fn run(
                     record: Some((&**store, &key)),
                     ..env
                 };
-                return job::handle(cx, facade, request, started, env, extra, &mut lead.progress)
-                    .await;
+                return Box::pin(job::handle(
+                    cx,
+                    facade,
+                    request,
+                    started,
+                    env,
+                    extra,
+                    &mut lead.progress,
+                ))
+                .await;
             }
             Begin::Resume(ticket) => {
                 let lead = leader.insert(Leader::new(store, key, config));
-                return job::resume(
+                return Box::pin(job::resume(
                     cx,
                     facade,
                     ticket,
@@ -154,7 +162,7 @@ pub async fn run(
                     env,
                     extra,
                     &mut lead.progress,
-                )
+                ))
                 .await;
             }
         }

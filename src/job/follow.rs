@@ -95,7 +95,10 @@ pub async fn follow(
         *polls += 1;
         metrics.polls.get_or_create(&route).inc();
         let outcome: Result<(), (&str, String, Option<std::time::Duration>)> =
-            match calls.send(request, timeout).await {
+            // Boxed, like every transient call below: a held request's
+            // state machine is as large as its largest await, and it spends
+            // its life asleep between polls.
+            match Box::pin(calls.send(request, timeout)).await {
                 Ok(response) if is_transient(response.status()) => {
                     let asked = schedule::retry_after(response.headers(), SystemTime::now());
                     let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -111,7 +114,7 @@ pub async fn follow(
                 }
                 Ok(response) => {
                     let (parts, incoming) = response.into_parts();
-                    let body = super::read_limited(incoming, facade.max_status_body, "status body")
+                    let body = Box::pin(super::read_limited(incoming, facade.max_status_body, "status body"))
                         .await
                         .map_err(|kind| calls.fail(kind))?;
                     let mut answer = StatusAnswer::new(parts.status, parts.headers, body);

@@ -137,7 +137,7 @@ pub async fn handle(
                 callback::PATH,
                 registration.token
             );
-            let request = carry(callback, request, &url, cx.max_request_body).await?;
+            let request = Box::pin(carry(callback, request, &url, cx.max_request_body)).await?;
             (Some(registration), request)
         }
         None => (None, request),
@@ -153,9 +153,10 @@ pub async fn handle(
     let submit_url = call::url_of(submit.uri())?;
     progress.submit = Submission::Sent;
     let submitted = Instant::now();
-    let response = cx.upstream.send(submit).await?;
+    // Transient calls are boxed: see `follow`.
+    let response = Box::pin(cx.upstream.send(submit)).await?;
     let token = registration.as_ref().map(|r| r.token.as_str());
-    let job = match submit::accept(&calls, response, &submit_url, token).await? {
+    let job = match Box::pin(submit::accept(&calls, response, &submit_url, token)).await? {
         Submitted::Answer(answer) => return Ok(answer),
         Submitted::Job(job) => job,
     };
@@ -192,7 +193,10 @@ pub async fn handle(
         submitted: Some(submitted),
         callback: registration,
     };
-    follow_and_answer(&calls, target, deadline, hold, env, progress).await
+    Box::pin(follow_and_answer(
+        &calls, target, deadline, hold, env, progress,
+    ))
+    .await
 }
 
 /// Follows a job that was submitted earlier (a continuation monitor, or an
@@ -232,7 +236,15 @@ pub async fn resume(
         submitted: None,
         callback: None,
     };
-    follow_and_answer(&calls, target, started + hold, hold, env, progress).await
+    Box::pin(follow_and_answer(
+        &calls,
+        target,
+        started + hold,
+        hold,
+        env,
+        progress,
+    ))
+    .await
 }
 
 /// A job to follow.
@@ -314,8 +326,14 @@ async fn follow_and_answer(
             cancel.disarm();
             progress.succeeded = true;
             let done_at = Instant::now();
-            let answer =
-                fetch::result(calls, &target.status_url, last, done, &target.original).await;
+            let answer = Box::pin(fetch::result(
+                calls,
+                &target.status_url,
+                last,
+                done,
+                &target.original,
+            ))
+            .await;
             env.metrics
                 .completion_delay
                 .get_or_create(&RouteLabel {

@@ -1,0 +1,245 @@
+//! Held requests: how many facade requests one Baton process holds at
+//! once, what each costs in memory, what waiting costs in CPU, and whether
+//! polls share pooled backend connections.
+//!
+//! Baton runs as its own process (the release binary); this bench plays
+//! both the clients (up to 19,000 raw connections, each one blocking POST)
+//! and the job API (jobs that run until the end, answering polls with
+//! `Retry-After: 60`). A process may open at most 20,000 files here, which
+//! bounds the count: each held request is one client socket in Baton.
+//!
+//! `cargo bench --bench held` (`HELD=5000` for a smaller run)
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use baton::body;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    let held: usize = std::env::var("HELD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(19_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let submits = Arc::new(AtomicUsize::new(0));
+    let polls = Arc::new(AtomicUsize::new(0));
+    let api = runtime.block_on(job_api(Arc::clone(&submits), Arc::clone(&polls)));
+
+    let dir = std::env::temp_dir().join(format!("baton-held-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("an address")
+        .port();
+    let conf = dir.join("baton.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 19500\nmax_held = 19500\n\n\
+             [backends.jobs]\nurl = \"http://{api}\"\npool_max_idle = 64\n\n\
+             [[routes]]\nname = \"jobs\"\nmatch = {{ path = \"/jobs\" }}\nbackend = \"jobs\"\n\
+             [routes.async]\npreset = \"location-303\"\nwait = \"30m\"\npoll = {{ max_interval = \"2m\", adaptive = false }}\n"
+        ),
+    )
+    .expect("the config");
+    let baton = Killed(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["run", "--config", &conf.display().to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("baton starts"),
+    );
+    let pid = baton.0.id();
+    wait_ready(port);
+
+    // A few requests first, so the baseline includes warmed-up pools and
+    // allocator arenas rather than a cold process.
+    let mut clients = Vec::with_capacity(held);
+    hold(&mut clients, port, 100, &submits);
+    let rss_before = rss(pid);
+    let started = Instant::now();
+    while clients.len() < held {
+        let batch = (held - clients.len()).min(500);
+        hold(&mut clients, port, batch, &submits);
+    }
+    let ramp = started.elapsed();
+    // Let every job get its first poll, then measure the plateau.
+    sleep(Duration::from_secs(3));
+    let rss_plateau = rss(pid);
+    let ticks_before = cpu_ticks(pid);
+    let polls_before = polls.load(Ordering::Relaxed);
+    let quiet = Duration::from_secs(10);
+    sleep(quiet);
+    let ticks = cpu_ticks(pid) - ticks_before;
+    let polls_during = polls.load(Ordering::Relaxed) - polls_before;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let per_request = (rss_plateau.saturating_sub(rss_before)) as f64 / (held - 100) as f64;
+
+    println!(
+        "held requests: {} (ramped in {:.1}s), submits seen by the job API: {}",
+        clients.len(),
+        ramp.as_secs_f64(),
+        submits.load(Ordering::Relaxed)
+    );
+    println!(
+        "Baton RSS: {:.1} MiB before, {:.1} MiB at plateau",
+        rss_before as f64 / 1048576.0,
+        rss_plateau as f64 / 1048576.0
+    );
+    println!(
+        "memory per held request: {:.0} bytes ({:.2} KiB; target <= 8 KiB, nginx ~9.9 KB)",
+        per_request,
+        per_request / 1024.0
+    );
+    println!(
+        "CPU while waiting: {:.1} % of one core over {}s ({} polls, {:.0}/s)",
+        ticks as f64 / clock_ticks() / quiet.as_secs_f64() * 100.0,
+        quiet.as_secs(),
+        polls_during,
+        polls_during as f64 / quiet.as_secs_f64()
+    );
+    println!(
+        "Baton's open files: {fds} for {} held requests (backend connections are pooled)",
+        clients.len()
+    );
+    drop(clients);
+    drop(baton);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Opens `count` more client connections, each sending a blocking POST,
+/// and waits until the job API has seen their submits.
+fn hold(clients: &mut Vec<TcpStream>, port: u16, count: usize, submits: &AtomicUsize) {
+    let target = submits.load(Ordering::Relaxed) + count;
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("a connection to Baton");
+        stream
+            .write_all(b"POST /jobs HTTP/1.1\r\nHost: bench\r\nContent-Length: 2\r\n\r\n{}")
+            .expect("the request");
+        clients.push(stream);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while submits.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "the submits stalled at {}",
+            submits.load(Ordering::Relaxed)
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Jobs that never finish: a 202 and a monitor that says Running, come
+/// back in a minute.
+async fn job_api(submits: Arc<AtomicUsize>, polls: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (submits, polls) = (Arc::clone(&submits), Arc::clone(&polls));
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (submits, polls) = (Arc::clone(&submits), Arc::clone(&polls));
+                    async move {
+                        let response = if request.uri().path() == "/jobs" {
+                            let id = submits.fetch_add(1, Ordering::Relaxed);
+                            Response::builder()
+                                .status(202)
+                                .header("location", format!("/jobs/{id}"))
+                                .header("retry-after", "60")
+                                .body(body::empty())
+                        } else {
+                            polls.fetch_add(1, Ordering::Relaxed);
+                            Response::builder()
+                                .header("retry-after", "60")
+                                .body(body::full(r#"{"status":"Running"}"#))
+                        };
+                        Ok::<_, Infallible>(response.expect("a response"))
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn wait_ready(port: u16) {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    panic!("Baton does not listen on {port}");
+}
+
+/// Resident memory of `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
