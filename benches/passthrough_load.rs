@@ -7,6 +7,8 @@
 //! PATH: `apt-get install wrk nginx`; without them it says so and stops).
 //! Prints requests/s, p99 latency and the proxy's own CPU time per request
 //! (utime + stime from /proc, summed over nginx's workers), and the ratios.
+//! Then Baton's CPU per facade request (submit, one poll that finds the job
+//! done, result fetch) against its CPU per pass-through request.
 
 use std::fs;
 use std::net::TcpListener;
@@ -55,8 +57,8 @@ fn main() {
         let mut nginx_runs = Vec::new();
         let mut baton_runs = Vec::new();
         for _ in 0..ROUNDS {
-            nginx_runs.push(run(nginx_port, path, &proxy.pids()));
-            baton_runs.push(run(baton_port, path, &[baton.id()]));
+            nginx_runs.push(run(nginx_port, path, &proxy.pids(), None));
+            baton_runs.push(run(baton_port, path, &[baton.id()], None));
         }
         let n = Summary::of(&nginx_runs);
         let b = Summary::of(&baton_runs);
@@ -80,6 +82,34 @@ fn main() {
             b.cpu_us / n.cpu_us
         );
     }
+    // The facade: the same backend plays a job API whose jobs are done at
+    // the first poll. Alternating with pass-through rounds on Baton.
+    let post = dir.join("post.lua");
+    fs::write(&post, "wrk.method = \"POST\"\nwrk.body = \"{}\"\n").expect("wrk script");
+    let mut facade_runs = Vec::new();
+    let mut plain_runs = Vec::new();
+    for _ in 0..ROUNDS {
+        facade_runs.push(run(baton_port, "/jobs", &[baton.id()], Some(&post)));
+        plain_runs.push(run(baton_port, "/small", &[baton.id()], None));
+    }
+    let f = Summary::of(&facade_runs);
+    let p = Summary::of(&plain_runs);
+    println!(
+        "
+facade (submit + 1 poll + fetch) vs pass-through, Baton's CPU"
+    );
+    println!(
+        "  facade       {:>10.0} req/s {:>10.1} µs/req",
+        f.rps, f.cpu_us
+    );
+    println!(
+        "  pass-through {:>10.0} req/s {:>10.1} µs/req",
+        p.rps, p.cpu_us
+    );
+    println!(
+        "  facade / pass-through CPU: {:.2}x (target <= 3.30x: 1.1 x 3 backend calls)",
+        f.cpu_us / p.cpu_us
+    );
     drop(baton);
     drop(proxy);
     drop(backend);
@@ -115,18 +145,20 @@ impl Summary {
 }
 
 /// One wrk run against `port`, with the CPU `pids` used meanwhile.
-fn run(port: u16, path: &str, pids: &[u32]) -> Run {
+fn run(port: u16, path: &str, pids: &[u32], script: Option<&Path>) -> Run {
     let before = cpu_ticks(pids);
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{SECONDS}s"),
-            "--latency",
-            &format!("http://127.0.0.1:{port}{path}"),
-        ])
-        .output()
-        .expect("wrk runs");
+    let mut args = vec![
+        "-t2".to_owned(),
+        format!("-c{CONNECTIONS}"),
+        format!("-d{SECONDS}s"),
+        "--latency".to_owned(),
+    ];
+    if let Some(script) = script {
+        args.push("-s".to_owned());
+        args.push(script.display().to_string());
+    }
+    args.push(format!("http://127.0.0.1:{port}{path}"));
+    let out = Command::new("wrk").args(&args).output().expect("wrk runs");
     let after = cpu_ticks(pids);
     let text = String::from_utf8_lossy(&out.stdout);
     let requests: f64 = text
@@ -301,7 +333,12 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         keepalive_requests 1000000;
+        absolute_redirect off;
         root {};
+        # A job API whose jobs are done at the first poll.
+        location = /jobs {{ add_header Location /status always; return 202; }}
+        location = /status {{ return 303 /result; }}
+        location = /result {{ return 200 '{{"done":true}}'; }}
     }}
 }}"#,
         root.display()
@@ -352,7 +389,11 @@ fn start_baton(dir: &Path, port: u16, backend: u16) -> Killed {
     fs::write(
         &conf,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[backends.app]\nurl = \"http://127.0.0.1:{backend}\"\npool_max_idle = 64\n\n[[routes]]\nname = \"all\"\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[backends.app]\nurl = \"http://127.0.0.1:{backend}\"\npool_max_idle = 64\n\n\
+             [[routes]]\nname = \"jobs\"\nmatch = {{ methods = [\"POST\"], path = \"/jobs\" }}\nbackend = \"app\"\n\
+             [routes.async]\npreset = \"location-303\"\nidempotency = {{ enabled = false }}\n\
+             poll = {{ initial = \"1ms\", min_interval = \"1ms\", jitter = 0.0, adaptive = false }}\n\n\
+             [[routes]]\nname = \"all\"\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n"
         ),
     )
     .expect("baton config");
