@@ -1,8 +1,8 @@
 //! The `baton` binary: `check`, `run`, exit codes, and SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use crate::support::process::BatonProcess;
 use crate::support::{get, Backend};
 
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
@@ -70,52 +70,16 @@ fn version_and_help() {
 #[tokio::test]
 async fn run_serves_until_sigterm_then_exits_cleanly() {
     let backend = Backend::echo().await;
-    let path = temp_config(&format!(
+    let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[backends.app]\nurl = \"http://{}\"\n[[routes]]\nname = \"all\"\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n",
         backend.addr
-    ));
-    let mut child = Command::new(BATON)
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    );
     // The address comes from Baton's own "listening" log line.
-    let stdout = child.stdout.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("baton exited before listening")
-                .unwrap();
-            let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if json["fields"]["message"] == "listening" {
-                return json["fields"]["address"].as_str().unwrap().to_owned();
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let answer = get(&format!("http://{addr}/via-process")).await;
+    let baton = BatonProcess::start(&config, &[]).await;
+    let answer = get(&format!("http://{}/via-process", baton.addr)).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("x-echo-target"), Some("/via-process"));
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    baton.signal("TERM");
+    let (status, _) = baton.exit().await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    let _ = std::fs::remove_file(path);
 }

@@ -2,14 +2,14 @@
 //! request and job ids but never a secret, and `baton check`'s summary.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use baton::body;
 use http::Request;
 use serde_json::{json, Value};
 
 use crate::support::jobs::{async_config, post, Dialect, JobApi, Outcome, Script};
+use crate::support::process::BatonProcess;
 use crate::support::{client, get, send, Backend, TestBaton};
 
 /// Parses the text exposition into `series -> value`.
@@ -223,58 +223,11 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let path = std::env::temp_dir().join(format!("baton-ops-{:016x}.toml", fastrand::u64(..)));
-    std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (address_tx, address) = tokio::sync::oneshot::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut address_tx = Some(address_tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                if json["fields"]["message"] == "listening" {
-                    if let Some(tx) = address_tx.take() {
-                        let _ =
-                            tx.send(json["fields"]["address"].as_str().unwrap_or("").to_owned());
-                    }
-                }
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let address = address.await.expect("baton did not start");
-    exercise(address).await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    let baton = BatonProcess::start(config, &[("RUST_LOG", "debug")]).await;
+    exercise(baton.addr.clone()).await;
+    baton.signal("TERM");
+    let (status, lines) = baton.exit().await;
     assert!(status.success());
-    let mut stderr = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let _ = std::fs::remove_file(path);
-    let mut lines = reader.join().unwrap();
-    lines.extend(stderr.lines().map(str::to_owned));
     lines
 }
 

@@ -9,9 +9,7 @@
 //! the real clock (the drain's grace period is real shutdown timing), and
 //! synchronise on events only: the fake saw a poll, `/readyz` flipped.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,11 +17,12 @@ use baton::body;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch, Notify};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
 
 use crate::support::jobs::{async_config, route_config, JobApi, Script};
-use crate::support::{client, collect, get, Answer, Backend, TestBaton, HANG};
+use crate::support::process::BatonProcess;
+use crate::support::{client, collect, get, until_unready, Answer, Backend, TestBaton, HANG};
 
 /// A backend that answers every request `200` with its own name.
 async fn named(name: &'static str) -> Backend {
@@ -258,65 +257,6 @@ async fn reloads_under_concurrent_traffic_fail_no_request() {
     );
 }
 
-/// Baton's JSON log lines, read off its stdout on a thread.
-struct Logs(mpsc::UnboundedReceiver<Value>);
-
-impl Logs {
-    fn read(child: &mut Child) -> Logs {
-        let stdout = child.stdout.take().unwrap();
-        let (lines, rx) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                    if lines.send(json).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Logs(rx)
-    }
-
-    /// The next line whose message is `message`.
-    async fn until(&mut self, message: &str) -> Value {
-        tokio::time::timeout(HANG, async {
-            loop {
-                let line = self
-                    .0
-                    .recv()
-                    .await
-                    .unwrap_or_else(|| panic!("baton's output ended before {message:?}"));
-                if line["fields"]["message"] == message {
-                    return line;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no log line {message:?}"))
-    }
-}
-
-/// Kills the process if the test fails before it exits on its own.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{name}");
-}
-
 /// A config file for the binary: everything to `backend`, with `extra`
 /// lines in its backend table (the sixth line of the file).
 fn file_config(backend: SocketAddr, extra: &str) -> String {
@@ -328,32 +268,15 @@ fn file_config(backend: SocketAddr, extra: &str) -> String {
 #[tokio::test]
 async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
     let (a, b) = (named("A").await, named("B").await);
-    let path = std::env::temp_dir().join(format!("baton-reload-{:016x}.toml", fastrand::u64(..)));
-    std::fs::write(&path, file_config(a.addr, "")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(Some(child));
-    let child = running.0.as_mut().unwrap();
-    let mut logs = Logs::read(child);
-    let listening = logs.until("listening").await;
-    let addr = listening["fields"]["address"].as_str().unwrap().to_owned();
-    let url = format!("http://{addr}/x");
+    let mut baton = BatonProcess::start(&file_config(a.addr, ""), &[]).await;
+    let path = baton.config_path().to_owned();
+    let url = format!("http://{}/x", baton.addr);
     assert_eq!(get(&url).await.text(), "A");
 
     // A bad file, which would point at B if it were taken.
     std::fs::write(&path, file_config(b.addr, "conect_timeout = \"1s\"")).unwrap();
-    signal(child, "HUP");
-    let failed = logs
+    baton.signal("HUP");
+    let failed = baton
         .until("reload failed; the running configuration stays")
         .await;
     assert_eq!(failed["level"], "ERROR");
@@ -366,19 +289,14 @@ async fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
     assert_eq!(get(&url).await.text(), "A", "the old config keeps serving");
 
     std::fs::write(&path, file_config(b.addr, "")).unwrap();
-    signal(child, "HUP");
-    logs.until("configuration reloaded").await;
+    baton.signal("HUP");
+    baton.until("configuration reloaded").await;
     assert_eq!(get(&url).await.text(), "B");
     assert_eq!((a.count(), b.count()), (2, 1));
 
-    signal(child, "TERM");
-    let mut child = running.0.take().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    baton.signal("TERM");
+    let (status, _) = baton.exit().await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    let _ = std::fs::remove_file(path);
 }
 
 // ---------------------------------------------------------------------------
@@ -506,18 +424,6 @@ impl GatedJob {
 
 /// Polls quickly, so the released job is seen done at once.
 const QUICK_POLLS: &str = "preset = \"location-303\"\nwait = \"10m\"\npoll = { initial = \"10ms\", min_interval = \"10ms\", max_interval = \"20ms\" }";
-
-/// Waits until the admin listener reports the drain.
-async fn until_unready(baton: &TestBaton) {
-    let readyz = format!("http://{}/readyz", baton.admin.unwrap());
-    tokio::time::timeout(HANG, async {
-        while get(&readyz).await.status != 503 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("/readyz never turned 503");
-}
 
 #[tokio::test]
 async fn drain_lets_a_held_request_that_finishes_in_time_answer_normally() {

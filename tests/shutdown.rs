@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::support::{client, config, get, send, Backend, TestBaton, HANG};
+use crate::support::{client, config, get, send, until_unready, Backend, TestBaton, HANG};
 
 /// A backend whose answers wait until the test releases them.
 async fn gated_backend() -> (Backend, Arc<Notify>, Arc<Notify>) {
@@ -27,19 +27,6 @@ async fn gated_backend() -> (Backend, Arc<Notify>, Arc<Notify>) {
     })
     .await;
     (backend, arrived, release)
-}
-
-/// Waits until the admin listener reports the drain (it flips once the
-/// client listener is closed).
-async fn until_unready(baton: &TestBaton) {
-    let readyz = format!("http://{}/readyz", baton.admin.unwrap());
-    tokio::time::timeout(HANG, async {
-        while get(&readyz).await.status != 503 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("/readyz never turned 503");
 }
 
 #[tokio::test]

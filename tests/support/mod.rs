@@ -130,6 +130,19 @@ impl Drop for TestBaton {
     }
 }
 
+/// Waits until the admin listener reports the drain (it flips once the
+/// client listener is closed).
+pub async fn until_unready(baton: &TestBaton) {
+    let readyz = format!("http://{}/readyz", baton.admin.expect("an admin listener"));
+    tokio::time::timeout(HANG, async {
+        while get(&readyz).await.status != 503 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("/readyz never turned 503");
+}
+
 /// A minimal config in front of one backend, plus `extra` TOML appended to
 /// the backend's table (`extra_backend`) and the server table.
 pub fn config(backend: SocketAddr, server_extra: &str, backend_extra: &str) -> String {
@@ -362,4 +375,5 @@ pub fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 pub mod jobs;
+pub mod process;
 pub mod redis;
