@@ -13,7 +13,7 @@
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::sleep;
@@ -26,14 +26,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
+use support::{clock_ticks, cpu_ticks, wait_ready, Killed};
 
 fn main() {
     let held: usize = std::env::var("HELD")
@@ -92,11 +86,11 @@ fn main() {
     // Let every job get its first poll, then measure the plateau.
     sleep(Duration::from_secs(3));
     let rss_plateau = rss(pid);
-    let ticks_before = cpu_ticks(pid);
+    let ticks_before = cpu_ticks(&[pid]);
     let polls_before = polls.load(Ordering::Relaxed);
     let quiet = Duration::from_secs(10);
     sleep(quiet);
-    let ticks = cpu_ticks(pid) - ticks_before;
+    let ticks = cpu_ticks(&[pid]) - ticks_before;
     let polls_during = polls.load(Ordering::Relaxed) - polls_before;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let per_request = (rss_plateau.saturating_sub(rss_before)) as f64 / (held - 100) as f64;
@@ -194,16 +188,6 @@ async fn job_api(submits: Arc<AtomicUsize>, polls: Arc<AtomicUsize>) -> std::net
     addr
 }
 
-fn wait_ready(port: u16) {
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    panic!("Baton does not listen on {port}");
-}
-
 /// Resident memory of `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -220,26 +204,4 @@ fn rss(pid: u32) -> u64 {
         })
         .unwrap_or(0)
         * 1024
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }

@@ -13,9 +13,10 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+
+mod support;
+use support::{clock_ticks, cpu_ticks, wait_ready, Killed};
 
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 5;
@@ -207,30 +208,6 @@ fn millis(text: &str) -> f64 {
     }
 }
 
-/// utime + stime of `pids`, in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            // Fields after the command name, which is in parentheses.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-            let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-            utime + stime
-        })
-        .sum()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -241,16 +218,6 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("an address")
         .port()
-}
-
-fn wait_ready(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on {port}");
 }
 
 /// An nginx with its own prefix and config; stopped when dropped.
@@ -365,22 +332,6 @@ http {{
     }}
 }}"#
     )
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Killed {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Baton in front of the same backend, as a process of its own.
