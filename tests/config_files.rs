@@ -1154,3 +1154,12 @@ fn backend_errors_come_in_file_order() {
     let src = "[backends.zeta]\nurl = \"ftp://z\"\n\n[backends.alpha]\nurl = \"ftp://a\"\n";
     check(src, "backends.zeta.url", 2, 7, "http://");
 }
+
+#[test]
+fn a_callback_only_route_cannot_cancel() {
+    let src = "[server]\ncallback_listen = \"127.0.0.1:9\"\n[backends.app]\nurl = \"http://127.0.0.1:3000\"\n[[routes]]\nname = \"r\"\nmatch = { path = \"/run\" }\nbackend = \"app\"\n[routes.async]\ncallback = { mode = \"callback\" }\ncancel = { on_timeout = true }\n";
+    let (key, line, _, message) = err(src);
+    assert_eq!(key, "routes[0].async.cancel");
+    assert_eq!(line, 9, "points at the [routes.async] table");
+    assert!(message.contains("no monitor to cancel"), "{message}");
+}

@@ -341,7 +341,7 @@ impl Cx<'_> {
             )?);
         }
 
-        Ok(AsyncRoute {
+        let route = AsyncRoute {
             preset,
             wait,
             max_wait,
@@ -437,7 +437,19 @@ impl Cx<'_> {
                     )?,
                 },
             },
-        })
+        };
+        // Without a monitor there is nothing to cancel: the stand-in status
+        // URL is the submit's own, which a DELETE must never reach.
+        if matches!(route.handle.source, HandleSource::Callback)
+            && (route.cancel.on_disconnect || route.cancel.on_timeout)
+        {
+            return Err(self.error(
+                table,
+                at("cancel"),
+                "a job that answers by callback alone has no monitor to cancel: configure a handle, or drop cancel".into(),
+            ));
+        }
+        Ok(route)
     }
 
     fn callback(
