@@ -60,6 +60,17 @@ impl StatusAnswer {
         }
     }
 
+    /// The value at `pointer`. Reading a state needs only the path to it,
+    /// so the rest of a large status body is skimmed, not built.
+    pub fn lookup(&self, pointer: &str) -> Result<Option<Value>, JobError> {
+        if let Some(json) = &self.json {
+            return Ok(json.pointer(pointer).cloned());
+        }
+        raw_pointer(&self.body, pointer).map_err(|e| {
+            JobError::BadAnswer(format!("the {} status body is not JSON ({e})", self.status))
+        })
+    }
+
     /// The body as JSON; parses on first use.
     pub fn json(&mut self) -> Result<&Value, JobError> {
         if self.json.is_none() {
@@ -121,8 +132,8 @@ pub fn read(
             failed,
             canceled,
         } => {
-            let json = answer.json()?;
-            let Some(value) = json.pointer(pointer).and_then(Value::as_str) else {
+            let found = answer.lookup(pointer)?;
+            let Some(value) = found.as_ref().and_then(Value::as_str) else {
                 return Err(JobError::BadAnswer(format!(
                     "the status body has no state string at {pointer}"
                 )));
@@ -134,7 +145,7 @@ pub fn read(
                 })
             } else if failed.contains(&state) {
                 Ok(JobState::Failed {
-                    problem: first_present(json, failure_pointers),
+                    problem: first_present(answer.json()?, failure_pointers),
                 })
             } else if canceled.contains(&state) {
                 Ok(JobState::Canceled)
@@ -151,32 +162,61 @@ pub fn read(
         StateReader::Done {
             pointer,
             error_pointer,
-        } => {
-            let json = answer.json()?;
-            match json.pointer(pointer) {
-                None | Some(Value::Null) | Some(Value::Bool(false)) => {
-                    Ok(JobState::Running { retry_after })
-                }
-                Some(Value::Bool(true)) => {
-                    let error = error_pointer
-                        .as_deref()
-                        .and_then(|p| json.pointer(p))
-                        .filter(|e| !e.is_null());
-                    Ok(match error {
-                        Some(_) => JobState::Failed {
-                            problem: first_present(json, failure_pointers),
-                        },
-                        None => JobState::Succeeded {
-                            result: Done::InBody,
-                        },
-                    })
-                }
-                Some(other) => Err(JobError::BadAnswer(format!(
-                    "the done flag at {pointer} is not a boolean: {other}"
-                ))),
+        } => match answer.lookup(pointer)? {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {
+                Ok(JobState::Running { retry_after })
             }
+            Some(Value::Bool(true)) => {
+                let error = match error_pointer {
+                    Some(p) => answer.lookup(p)?.filter(|e| !e.is_null()),
+                    None => None,
+                };
+                Ok(match error {
+                    Some(_) => JobState::Failed {
+                        problem: first_present(answer.json()?, failure_pointers),
+                    },
+                    None => JobState::Succeeded {
+                        result: Done::InBody,
+                    },
+                })
+            }
+            Some(other) => Err(JobError::BadAnswer(format!(
+                "the done flag at {pointer} is not a boolean: {other}"
+            ))),
+        },
+    }
+}
+
+/// The value at an RFC 6901 `pointer` in the JSON document `body`, built
+/// only along the pointer's path: other members are checked for syntax and
+/// skipped, never turned into values.
+fn raw_pointer(body: &[u8], pointer: &str) -> Result<Option<Value>, serde_json::Error> {
+    use serde_json::value::RawValue;
+    let mut current: &RawValue = serde_json::from_slice(body)?;
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let text = current.get();
+        let next = match text.as_bytes().first() {
+            Some(b'{') => {
+                let members: std::collections::HashMap<String, &RawValue> =
+                    serde_json::from_str(text)?;
+                members.get(&token).copied()
+            }
+            Some(b'[') => {
+                let items: Vec<&RawValue> = serde_json::from_str(text)?;
+                token
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get(i).copied())
+            }
+            _ => None,
+        };
+        match next {
+            Some(value) => current = value,
+            None => return Ok(None),
         }
     }
+    serde_json::from_str(current.get()).map(Some)
 }
 
 /// The first of `pointers` with a non-null value in `json`.
@@ -301,6 +341,21 @@ mod tests {
             JobState::Running { retry_after: None }
         );
         assert!(read(&r, &[], &mut answer(403, json!(null))).is_err());
+    }
+
+    #[test]
+    fn raw_pointer_walks_only_the_path() {
+        let body = br#"{"a":{"b":[1,{"c":"x"}],"d~e/f":2},"z":null}"#;
+        assert_eq!(raw_pointer(body, "/a/b/1/c").unwrap(), Some(json!("x")));
+        assert_eq!(raw_pointer(body, "/a/d~0e~1f").unwrap(), Some(json!(2)));
+        assert_eq!(raw_pointer(body, "/z").unwrap(), Some(Value::Null));
+        assert_eq!(raw_pointer(body, "/a/b/7").unwrap(), None);
+        assert_eq!(raw_pointer(body, "/missing/x").unwrap(), None);
+        assert_eq!(
+            raw_pointer(body, "").unwrap(),
+            serde_json::from_slice(body).ok()
+        );
+        assert!(raw_pointer(b"{not json", "/a").is_err());
     }
 
     #[test]
