@@ -29,6 +29,11 @@ pub struct Forward<'a> {
     pub upstream: &'a Upstream,
     pub peer: SocketAddr,
     pub max_request_body: u64,
+    /// Turns true when the grace period ends: upgraded tunnels close then.
+    pub drain: tokio::sync::watch::Receiver<bool>,
+    /// Where tunnels run: they outlive the HTTP connection that the drain
+    /// tracks, so the drain waits for these too.
+    pub tunnels: &'a tokio_util::task::TaskTracker,
 }
 
 pub async fn forward(
@@ -47,7 +52,7 @@ pub async fn forward(
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
-            return tunnel(backend, client_upgrade, response);
+            return tunnel(backend, client_upgrade, response, &cx);
         }
         return Err(Error::backend(
             &backend.name,
@@ -119,7 +124,9 @@ fn tunnel(
     backend: &BackendConfig,
     client_upgrade: hyper::upgrade::OnUpgrade,
     mut response: Response<Incoming>,
+    cx: &Forward<'_>,
 ) -> Result<Response<Body>, Error> {
+    let mut drain = cx.drain.clone();
     let Some(protocol) = response.headers().get(header::UPGRADE).cloned() else {
         return Err(Error::backend(
             &backend.name,
@@ -128,13 +135,20 @@ fn tunnel(
     };
     let backend_upgrade = hyper::upgrade::on(&mut response);
     let name = backend.name.clone();
-    tokio::spawn(async move {
+    cx.tunnels.spawn(async move {
         match tokio::try_join!(client_upgrade, backend_upgrade) {
             Ok((client, backend)) => {
                 let mut client = TokioIo::new(client);
                 let mut backend = TokioIo::new(backend);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-                    debug!(backend = %name, error = %e, "upgraded tunnel closed with an error");
+                tokio::select! {
+                    copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+                        if let Err(e) = copied {
+                            debug!(backend = %name, error = %e, "upgraded tunnel closed with an error");
+                        }
+                    }
+                    _ = drain.wait_for(|now| *now) => {
+                        debug!(backend = %name, "upgraded tunnel closed at the end of the grace period");
+                    }
                 }
             }
             Err(e) => debug!(backend = %name, error = %e, "upgrade did not complete"),

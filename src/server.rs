@@ -94,12 +94,21 @@ pub async fn serve(
     let _ = draining.send(true);
     let grace = current_grace(&state);
     info!(grace = ?grace, open = graceful.count(), "shutting down: draining connections");
-    let drained = graceful.shutdown();
+    let deadline = tokio::time::Instant::now() + grace;
+    // In-flight requests and upgraded tunnels both get the grace period.
+    state.tunnels.close();
+    let drained = async {
+        graceful.shutdown().await;
+        state.tunnels.wait().await;
+    };
     tokio::pin!(drained);
-    if tokio::time::timeout(grace, &mut drained).await.is_err() {
+    if tokio::time::timeout_at(deadline, &mut drained)
+        .await
+        .is_err()
+    {
         // Held requests answer now (a 503 with their continuation) rather
-        // than lose their connection; a moment later whatever is still
-        // open is cut.
+        // than lose their connection, and tunnels close; a moment later
+        // whatever is still open is cut.
         warn!("grace period over; answering held requests and closing what is left");
         state.drain_now();
         if tokio::time::timeout(ANSWER_MARGIN, &mut drained)

@@ -230,7 +230,7 @@ async fn dispatch(
         })?;
     exchange.route = Some(Arc::clone(&route.name));
     tracing::Span::current().record("route", &*route.name);
-    let cx = forward(generation, route, peer)?;
+    let cx = forward(state, generation, route, peer)?;
     let Some(facade) = &route.facade else {
         return proxy::forward(cx, request).await;
     };
@@ -306,7 +306,7 @@ async fn monitor(
     };
     exchange.route = Some(Arc::clone(&route.name));
     tracing::Span::current().record("route", &*route.name);
-    let cx = forward(generation, route, peer)?;
+    let cx = forward(state, generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
     let env = job_env(state, generation, route);
     Box::pin(job::resume(
@@ -323,6 +323,7 @@ async fn monitor(
 }
 
 fn forward<'a>(
+    state: &'a State,
     generation: &'a Generation,
     route: &'a Route,
     peer: SocketAddr,
@@ -340,6 +341,8 @@ fn forward<'a>(
         max_request_body: route
             .max_request_body
             .unwrap_or(generation.config.server.max_request_body),
+        drain: state.drain_signal(),
+        tunnels: &state.tunnels,
     })
 }
 

@@ -80,6 +80,8 @@ pub struct State {
     pub held: Arc<Gauge>,
     /// Turns true when the grace period ends: held requests answer now.
     drain: watch::Sender<bool>,
+    /// Upgraded connections (WebSocket and the like), for the drain.
+    pub tunnels: tokio_util::task::TaskTracker,
     pub idempotency: Arc<dyn Store>,
     /// Present when instances share state through Redis.
     pub cluster: Option<Arc<Cluster>>,
@@ -98,6 +100,7 @@ impl State {
             current: ArcSwap::from_pointee(generation),
             held: Arc::new(Gauge::new(server.max_held)),
             drain: watch::channel(false).0,
+            tunnels: tokio_util::task::TaskTracker::new(),
             idempotency: match &cluster {
                 Some(cluster) => Arc::new(RedisStore::new(Arc::clone(cluster))),
                 None => Arc::new(MemoryStore::new(server.idempotency_memory)),

@@ -96,3 +96,34 @@ where
         .expect("the socket closed")
         .expect("a broken frame")
 }
+
+#[tokio::test]
+async fn an_open_tunnel_has_the_grace_period_and_then_is_closed() {
+    let backend = echo_socket().await;
+    let mut baton =
+        TestBaton::start(&config(backend.addr, r#"shutdown_grace = "300ms""#, "")).await;
+    let (mut socket, _) = tokio::time::timeout(
+        HANG,
+        tokio_tungstenite::connect_async(format!("ws://{}/chat", baton.addr)),
+    )
+    .await
+    .expect("handshake hung")
+    .expect("handshake failed");
+    assert_eq!(
+        next(&mut socket).await,
+        Message::text("hello from the backend")
+    );
+    baton.begin_shutdown();
+    // Within the grace period the tunnel still carries frames.
+    socket.send(Message::text("still there?")).await.unwrap();
+    assert_eq!(next(&mut socket).await, Message::text("still there?"));
+    // The drain waits for the tunnel, then closes it.
+    baton.finished().await.unwrap();
+    let after = tokio::time::timeout(HANG, socket.next())
+        .await
+        .expect("the socket stayed open");
+    assert!(
+        !matches!(after, Some(Ok(Message::Text(_)))),
+        "the tunnel is closed after the grace period: {after:?}"
+    );
+}
