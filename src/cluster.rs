@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::config::ClusterConfig;
 use crate::idempotency::StoreError;
+use crate::sync::lock;
 
 /// How long a Redis call may take before the request that needs it gets a
 /// 503: Redis on the same network answers in a millisecond.
@@ -89,7 +90,7 @@ impl Cluster {
             conn,
             namespace: config.namespace.clone(),
             lease: config.lease,
-            instance: id.iter().map(|b| format!("{b:02x}")).collect(),
+            instance: crate::hex::encode(&id),
             waiters: Arc::default(),
         });
         tokio::spawn(subscribe(
@@ -166,10 +167,6 @@ impl Drop for Watch {
 /// Any Redis failure, as the store reports it.
 pub fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError(e.to_string())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Keeps one pattern subscription alive for the life of the process,

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
+use crate::sync::lock;
 use crate::{Baton, Config, Listeners};
 
 /// How long a sample report takes to "generate".
@@ -204,12 +205,6 @@ async fn job_api(
         }
         _ => answer(StatusCode::NOT_FOUND, json!({"error": "try POST /reports"})),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The map stays consistent even if a holder panicked: entries are
-    // inserted whole.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn answer(status: StatusCode, json: Value) -> Response<Body> {

@@ -18,7 +18,8 @@
 //!
 //! [`config`] is the validated configuration everything reads; [`metrics`]
 //! counts what happens; [`admin`] serves metrics and health on its own
-//! listener; [`demo`] is `baton demo`.
+//! listener; [`demo`] is `baton demo`; [`hex`] and [`sync`] are the two
+//! small helpers the rest share.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod correlation;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod hex;
 pub mod idempotency;
 pub mod job;
 pub mod metrics;
@@ -39,6 +41,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod state;
+pub mod sync;
 pub mod upstream;
 
 use std::future::Future;

@@ -84,11 +84,7 @@ pub fn scoped_key(route: &str, scope: Option<&[u8]>, key: &[u8]) -> String {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(ctx.finish().as_ref())
 }
 
 /// What a request with a key should do.

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{Begin, BoxFuture, Fingerprint, Store, StoreError, StoreResult, Stored};
 use crate::cluster::{unavailable, Cluster};
 use crate::job::continuation::Ticket;
+use crate::sync::lock;
 
 pub struct RedisStore {
     cluster: Arc<Cluster>,
@@ -154,12 +155,8 @@ impl RedisStore {
 
 type RedisResultInt = redis::RedisResult<i64>;
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn hex(fp: &Fingerprint) -> String {
-    fp.0.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&fp.0)
 }
 
 fn encode(stored: &Stored) -> Answer {

@@ -47,7 +47,7 @@ impl Timing {
         } else {
             lo + (hi.saturating_sub(lo)) / 2
         };
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = crate::sync::lock(&self.recent);
         if recent.len() == WINDOW {
             recent.pop_front();
         }
@@ -56,7 +56,7 @@ impl Timing {
 
     /// The plan for the next job, once the route has history.
     pub fn plan(&self) -> Option<Plan> {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = crate::sync::lock(&self.recent);
         if recent.len() < WARM_UP {
             return None;
         }

@@ -100,7 +100,7 @@ impl Callbacks {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Slot)>> {
-        self.local.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.local)
     }
 
     /// A fresh token for `route`, awaited until the registration drops
@@ -114,7 +114,7 @@ impl Callbacks {
         self.random
             .fill(&mut bytes)
             .map_err(|_| StoreError("no system randomness for a callback token".to_owned()))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::hex::encode(&bytes);
         if let Some(cluster) = &self.cluster {
             let pending = serde_json::to_string(&Pending {
                 route: route.to_owned(),
@@ -261,8 +261,7 @@ impl Drop for Registration {
 /// `sha256=<hex>`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", crate::hex::encode(tag.as_ref()))
 }
 
 fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8]) -> bool {
@@ -276,15 +275,7 @@ fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8])
     else {
         return false;
     };
-    let Some(tag) = (0..given.len())
-        .step_by(2)
-        .map(|i| {
-            given
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-    else {
+    let Some(tag) = crate::hex::decode(given) else {
         return false;
     };
     hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, secret), body, &tag).is_ok()
