@@ -1,23 +1,28 @@
 //! The idempotency store shared by many instances, in Redis.
 //!
-//! A record (`{ns}:idem:{key}`) holds the request's fingerprint, the job
-//! once accepted, and the final answer once there is one; it lives for the
-//! key's TTL. Leading is a separate lease (`{ns}:lease:{key}`, `SET NX`
-//! with a short TTL) that the leader renews while it follows the job: an
-//! instance that dies leaves no permanent lock, and the first retry after
-//! its lease runs out resumes the job it had submitted. Changes are
-//! announced on `{ns}:events:…`, which wakes waiters on every instance.
+//! A record (`{ns}:idem:{key}`, a hash) holds the request's fingerprint,
+//! its state, the job once accepted and the final answer once there is
+//! one; it lives for the key's TTL. Leading is a separate lease
+//! (`{ns}:lease:{key}`, `SET NX` with a short TTL) that the leader renews
+//! while it follows the job: an instance that dies leaves no permanent
+//! lock, and the first retry after its lease runs out resumes the job it
+//! had submitted. Changes are announced on `{ns}:events:…`, which wakes
+//! waiters on every instance.
+//!
+//! Every step that reads a record and then changes it is one Lua script,
+//! so Redis runs it whole: two instances claiming one key at the same
+//! moment cannot both lead, and a leader that lost its lease cannot
+//! overwrite the state of the instance that took over.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{Begin, BoxFuture, Fingerprint, Store, StoreError, StoreResult, Stored};
@@ -31,17 +36,7 @@ pub struct RedisStore {
     renewals: Mutex<HashMap<String, tokio::task::AbortHandle>>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Record {
-    fp: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    ticket: Option<Ticket>,
-    /// `leading`, `detached` or `finished`.
-    state: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    answer: Option<Answer>,
-}
-
+/// A kept answer, as the `answer` field of a record.
 #[derive(Serialize, Deserialize)]
 struct Answer {
     status: u16,
@@ -52,8 +47,107 @@ struct Answer {
     too_large: Option<usize>,
 }
 
+/// Claims a key. KEYS: record, lease. ARGV: fingerprint, record TTL ms,
+/// instance, lease ms. A new record and its lease are made together; an
+/// existing one is led by whoever takes its free lease first.
+static BEGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local fp = redis.call('hget', KEYS[1], 'fp')
+if not fp then
+  redis.call('del', KEYS[1])
+  redis.call('hset', KEYS[1], 'fp', ARGV[1], 'state', 'leading')
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  redis.call('set', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  return {'lead'}
+end
+if fp ~= ARGV[1] then return {'mismatch'} end
+if redis.call('hget', KEYS[1], 'state') == 'finished' then
+  return {'replay', redis.call('hget', KEYS[1], 'answer')}
+end
+if not redis.call('set', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {'wait'}
+end
+redis.call('hset', KEYS[1], 'state', 'leading')
+local ticket = redis.call('hget', KEYS[1], 'ticket')
+if ticket then return {'resume', ticket} end
+return {'lead'}
+",
+    )
+});
+
+/// What a waiter sees. KEYS: record, lease.
+static LOOK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local state = redis.call('hget', KEYS[1], 'state')
+if state == 'finished' then
+  return {'replay', redis.call('hget', KEYS[1], 'answer')}
+end
+if state == 'leading' and redis.call('exists', KEYS[2]) == 1 then
+  return {'wait'}
+end
+return {'again'}
+",
+    )
+});
+
+/// Notes the leader's job. KEYS: record, lease. ARGV: ticket, instance.
+static SUBMITTED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local holder = redis.call('get', KEYS[2])
+if holder and holder ~= ARGV[2] then return 0 end
+if redis.call('hget', KEYS[1], 'state') ~= 'leading' then return 0 end
+return redis.call('hset', KEYS[1], 'ticket', ARGV[1])
+",
+    )
+});
+
+/// Keeps the final answer and lets go of the lease. KEYS: record, lease.
+/// ARGV: answer, instance, channel.
+static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'state', 'finished', 'answer', ARGV[1])
+end
+if redis.call('get', KEYS[2]) == ARGV[2] then redis.call('del', KEYS[2]) end
+redis.call('publish', ARGV[3], 'changed')
+return 1
+",
+    )
+});
+
+/// Lets go without an answer: a submitted job stays for the next retry,
+/// a record whose request never became a job is forgotten. Only while
+/// the lease is this instance's or nobody's. KEYS: record, lease. ARGV:
+/// instance, channel.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local holder = redis.call('get', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
+if redis.call('hget', KEYS[1], 'state') == 'leading' then
+  if redis.call('hexists', KEYS[1], 'ticket') == 1 then
+    redis.call('hset', KEYS[1], 'state', 'detached')
+  else
+    redis.call('del', KEYS[1])
+  end
+end
+redis.call('del', KEYS[2])
+redis.call('publish', ARGV[2], 'changed')
+return 1
+",
+    )
+});
+
 /// Renews a lease only while this instance still holds it.
-const RENEW: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
+    )
+});
 
 impl RedisStore {
     pub fn new(cluster: Arc<Cluster>) -> Self {
@@ -63,74 +157,27 @@ impl RedisStore {
         }
     }
 
-    fn record_key(&self, key: &str) -> String {
-        self.cluster.key("idem", key)
-    }
-
-    fn lease_key(&self, key: &str) -> String {
-        self.cluster.key("lease", key)
+    fn keys(&self, key: &str) -> Keys {
+        Keys::of(&self.cluster, key)
     }
 
     fn lease_ms(&self) -> u64 {
-        self.cluster.lease.as_millis().max(1) as u64
+        millis(self.cluster.lease)
     }
 
-    async fn read(conn: &mut ConnectionManager, record_key: &str) -> StoreResult<Option<Record>> {
-        let raw: Option<String> = conn.get(record_key).await.map_err(unavailable)?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| StoreError(format!("a corrupt record: {e}")))
-        })
-        .transpose()
-    }
-
-    async fn write(
-        &self,
-        conn: &mut ConnectionManager,
-        key: &str,
-        record: &Record,
-        ttl: Option<Duration>,
-    ) -> StoreResult<()> {
-        let text = serde_json::to_string(record).map_err(|e| StoreError(e.to_string()))?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.record_key(key)).arg(text);
-        match ttl {
-            Some(ttl) => cmd.arg("PX").arg(ttl.as_millis().max(1) as u64),
-            None => cmd.arg("KEEPTTL"),
-        };
-        let _: Option<String> = cmd.query_async(conn).await.map_err(unavailable)?;
-        Ok(())
-    }
-
-    /// Takes the lease if nobody holds it, and keeps renewing it.
-    async fn take_lease(&self, conn: &mut ConnectionManager, key: &str) -> StoreResult<bool> {
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.lease_key(key))
-            .arg(&self.cluster.instance)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.lease_ms())
-            .query_async(conn)
-            .await
-            .map_err(unavailable)?;
-        if taken.is_some() {
-            self.renew(key);
-        }
-        Ok(taken.is_some())
-    }
-
+    /// Keeps renewing the lease on `key` while this instance leads it.
     fn renew(&self, key: &str) {
         let mut conn = self.cluster.conn();
-        let lease_key = self.lease_key(key);
+        let lease_key = self.keys(key).lease;
         let instance = self.cluster.instance.clone();
         let lease = self.cluster.lease;
         let task = tokio::spawn(async move {
-            let script = redis::Script::new(RENEW);
             loop {
                 tokio::time::sleep(lease / 3).await;
-                let renewed: RedisResultInt = script
+                let renewed: redis::RedisResult<i64> = RENEW
                     .key(&lease_key)
                     .arg(&instance)
-                    .arg(lease.as_millis().max(1) as u64)
+                    .arg(millis(lease))
                     .invoke_async(&mut conn)
                     .await;
                 if matches!(renewed, Ok(0)) {
@@ -143,24 +190,42 @@ impl RedisStore {
         }
     }
 
-    /// Stops leading `key`: no more renewals, and the lease is gone.
-    async fn drop_lease(&self, conn: &mut ConnectionManager, key: &str) -> StoreResult<()> {
+    /// Stops renewing the lease on `key`.
+    fn stop_renewing(&self, key: &str) {
         if let Some(task) = lock(&self.renewals).remove(key) {
             task.abort();
         }
-        let _: i64 = conn.del(self.lease_key(key)).await.map_err(unavailable)?;
-        Ok(())
     }
 }
 
-type RedisResultInt = redis::RedisResult<i64>;
+/// The Redis keys of one idempotency key, and its channel.
+struct Keys {
+    record: String,
+    lease: String,
+    channel: String,
+}
+
+impl Keys {
+    fn of(cluster: &Cluster, key: &str) -> Keys {
+        let record = cluster.key("idem", key);
+        Keys {
+            channel: cluster.channel(&record),
+            lease: cluster.key("lease", key),
+            record,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
 
 fn hex(fp: &Fingerprint) -> String {
     crate::hex::encode(&fp.0)
 }
 
-fn encode(stored: &Stored) -> Answer {
-    match stored {
+fn encode(stored: &Stored) -> StoreResult<String> {
+    let answer = match stored {
         Stored::Answer {
             status,
             headers,
@@ -180,11 +245,14 @@ fn encode(stored: &Stored) -> Answer {
             body: String::new(),
             too_large: Some(*limit),
         },
-    }
+    };
+    serde_json::to_string(&answer).map_err(|e| StoreError(e.to_string()))
 }
 
-fn decode(answer: &Answer) -> StoreResult<Stored> {
+fn decode(answer: Option<&String>) -> StoreResult<Stored> {
     let corrupt = |what: &str| StoreError(format!("a corrupt stored answer: {what}"));
+    let answer: Answer = serde_json::from_str(answer.ok_or_else(|| corrupt("missing"))?)
+        .map_err(|e| corrupt(&e.to_string()))?;
     let status = StatusCode::from_u16(answer.status).map_err(|_| corrupt("status"))?;
     if let Some(limit) = answer.too_large {
         return Ok(Stored::TooLarge { status, limit });
@@ -214,20 +282,16 @@ enum Look {
     Wait,
 }
 
-async fn look(cluster: &Cluster, key: &str) -> StoreResult<Look> {
-    let mut conn = cluster.conn();
-    let Some(record) = RedisStore::read(&mut conn, &cluster.key("idem", key)).await? else {
-        return Ok(Look::Again);
-    };
-    match (record.state.as_str(), &record.answer) {
-        ("finished", Some(answer)) => Ok(Look::Answer(Arc::new(decode(answer)?))),
-        ("leading", _) => {
-            let leased: bool = conn
-                .exists(cluster.key("lease", key))
-                .await
-                .map_err(unavailable)?;
-            Ok(if leased { Look::Wait } else { Look::Again })
-        }
+async fn look(cluster: &Cluster, keys: &Keys) -> StoreResult<Look> {
+    let reply: Vec<String> = LOOK
+        .key(&keys.record)
+        .key(&keys.lease)
+        .invoke_async(&mut cluster.conn())
+        .await
+        .map_err(unavailable)?;
+    match reply.first().map(String::as_str) {
+        Some("replay") => Ok(Look::Answer(Arc::new(decode(reply.get(1))?))),
+        Some("wait") => Ok(Look::Wait),
         _ => Ok(Look::Again),
     }
 }
@@ -241,86 +305,64 @@ impl Store for RedisStore {
     ) -> BoxFuture<'_, StoreResult<Begin>> {
         let key = key.to_owned();
         Box::pin(async move {
-            let mut conn = self.cluster.conn();
-            let fp = hex(&fingerprint);
-            // A few rounds at most: each one loses a race to another
-            // instance that then holds the key.
-            for _ in 0..5 {
-                let Some(mut record) = Self::read(&mut conn, &self.record_key(&key)).await? else {
-                    let fresh = Record {
-                        fp: fp.clone(),
-                        ticket: None,
-                        state: "leading".to_owned(),
-                        answer: None,
-                    };
-                    let text =
-                        serde_json::to_string(&fresh).map_err(|e| StoreError(e.to_string()))?;
-                    let created: Option<String> = redis::cmd("SET")
-                        .arg(self.record_key(&key))
-                        .arg(text)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl.as_millis().max(1) as u64)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(unavailable)?;
-                    if created.is_some() {
-                        // A stale lease of a forgotten record must not block us.
-                        let _: i64 = conn.del(self.lease_key(&key)).await.map_err(unavailable)?;
-                        self.take_lease(&mut conn, &key).await?;
-                        return Ok(Begin::Lead);
-                    }
-                    continue;
-                };
-                if record.fp != fp {
-                    return Ok(Begin::Mismatch);
+            let keys = self.keys(&key);
+            let reply: Vec<String> = BEGIN
+                .key(&keys.record)
+                .key(&keys.lease)
+                .arg(hex(&fingerprint))
+                .arg(millis(ttl))
+                .arg(&self.cluster.instance)
+                .arg(self.lease_ms())
+                .invoke_async(&mut self.cluster.conn())
+                .await
+                .map_err(unavailable)?;
+            match reply.first().map(String::as_str) {
+                Some("lead") => {
+                    self.renew(&key);
+                    Ok(Begin::Lead)
                 }
-                if let ("finished", Some(answer)) = (record.state.as_str(), record.answer.as_ref())
-                {
-                    return Ok(Begin::Replay(Arc::new(decode(answer)?)));
+                Some("resume") => {
+                    let ticket = reply
+                        .get(1)
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .ok_or_else(|| StoreError("a corrupt stored job".to_owned()))?;
+                    self.renew(&key);
+                    Ok(Begin::Resume(ticket))
                 }
-                // Leading with a live lease: wait. Detached, or a leader
-                // whose lease ran out (its instance died): take over.
-                if !self.take_lease(&mut conn, &key).await? {
+                Some("mismatch") => Ok(Begin::Mismatch),
+                Some("replay") => Ok(Begin::Replay(Arc::new(decode(reply.get(1))?))),
+                Some("wait") => {
                     let cluster = Arc::clone(&self.cluster);
-                    let key = key.clone();
-                    return Ok(Begin::Wait(Box::pin(async move {
-                        let watch = cluster.watch(cluster.channel(&cluster.key("idem", &key)));
+                    Ok(Begin::Wait(Box::pin(async move {
+                        // Watch before looking, so a change in between wakes us.
+                        let watch = cluster.watch(keys.channel.clone());
                         loop {
-                            match look(&cluster, &key).await {
+                            match look(&cluster, &keys).await {
                                 Ok(Look::Answer(answer)) => return Some(answer),
                                 Ok(Look::Again) | Err(_) => return None,
                                 Ok(Look::Wait) => watch.changed(cluster.lease / 2).await,
                             }
                         }
-                    })));
+                    })))
                 }
-                record.state = "leading".to_owned();
-                self.write(&mut conn, &key, &record, None).await?;
-                return Ok(match record.ticket {
-                    Some(ticket) => Begin::Resume(ticket),
-                    // The leader died between sending its submit and
-                    // learning the job: whether the job exists is unknown.
-                    // The client retried, so it runs again.
-                    None => Begin::Lead,
-                });
+                _ => Err(StoreError(format!("an unexpected claim reply {reply:?}"))),
             }
-            Err(StoreError(
-                "the idempotency key is contended; try again".to_owned(),
-            ))
         })
     }
 
     fn submitted(&self, key: &str, ticket: Ticket) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move {
-            let mut conn = self.cluster.conn();
-            if let Some(mut record) = Self::read(&mut conn, &self.record_key(&key)).await? {
-                if record.state == "leading" {
-                    record.ticket = Some(ticket);
-                    self.write(&mut conn, &key, &record, None).await?;
-                }
-            }
+            let keys = self.keys(&key);
+            let ticket = serde_json::to_string(&ticket).map_err(|e| StoreError(e.to_string()))?;
+            let _: i64 = SUBMITTED
+                .key(&keys.record)
+                .key(&keys.lease)
+                .arg(ticket)
+                .arg(&self.cluster.instance)
+                .invoke_async(&mut self.cluster.conn())
+                .await
+                .map_err(unavailable)?;
             Ok(())
         })
     }
@@ -328,37 +370,35 @@ impl Store for RedisStore {
     fn complete(&self, key: &str, answer: Stored) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move {
-            let mut conn = self.cluster.conn();
-            if let Some(mut record) = Self::read(&mut conn, &self.record_key(&key)).await? {
-                record.state = "finished".to_owned();
-                record.answer = Some(encode(&answer));
-                self.write(&mut conn, &key, &record, None).await?;
-            }
-            self.drop_lease(&mut conn, &key).await?;
-            self.cluster
-                .announce(&self.cluster.channel(&self.record_key(&key)))
+            self.stop_renewing(&key);
+            let keys = self.keys(&key);
+            let _: i64 = COMPLETE
+                .key(&keys.record)
+                .key(&keys.lease)
+                .arg(encode(&answer)?)
+                .arg(&self.cluster.instance)
+                .arg(&keys.channel)
+                .invoke_async(&mut self.cluster.conn())
                 .await
+                .map_err(unavailable)?;
+            Ok(())
         })
     }
 
     fn release(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move {
-            let mut conn = self.cluster.conn();
-            if let Some(mut record) = Self::read(&mut conn, &self.record_key(&key)).await? {
-                if record.state == "leading" {
-                    if record.ticket.is_some() {
-                        record.state = "detached".to_owned();
-                        self.write(&mut conn, &key, &record, None).await?;
-                    } else {
-                        let _: i64 = conn.del(self.record_key(&key)).await.map_err(unavailable)?;
-                    }
-                }
-            }
-            self.drop_lease(&mut conn, &key).await?;
-            self.cluster
-                .announce(&self.cluster.channel(&self.record_key(&key)))
+            self.stop_renewing(&key);
+            let keys = self.keys(&key);
+            let _: i64 = RELEASE
+                .key(&keys.record)
+                .key(&keys.lease)
+                .arg(&self.cluster.instance)
+                .arg(&keys.channel)
+                .invoke_async(&mut self.cluster.conn())
                 .await
+                .map_err(unavailable)?;
+            Ok(())
         })
     }
 
