@@ -105,7 +105,9 @@ pub async fn handle(
     let route = exchange.route.as_deref().unwrap_or("none").to_owned();
     let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
     if let Some(leader) = exchange.leader.take() {
-        response = leader.finish(response, reached_backend).await;
+        // Boxed: only the requests that lead an idempotent job need room
+        // for it.
+        response = Box::pin(leader.finish(response, reached_backend)).await;
     }
     let headers = response.headers_mut();
     headers.extend(std::mem::take(&mut exchange.extra));
@@ -215,7 +217,10 @@ async fn dispatch(
     if let Some(token) = request.uri().path().strip_prefix(continuation::PREFIX) {
         if request.method() == Method::GET {
             let token = token.to_owned();
-            return monitor(state, generation, peer, request, &token, started, exchange).await;
+            return Box::pin(monitor(
+                state, generation, peer, request, &token, started, exchange,
+            ))
+            .await;
         }
     }
     let host = request
@@ -231,8 +236,11 @@ async fn dispatch(
     exchange.route = Some(Arc::clone(&route.name));
     tracing::Span::current().record("route", &*route.name);
     let cx = forward(state, generation, route, peer)?;
+    // Each handler is boxed, so this future (which hyper keeps for the
+    // whole request) is only as large as the handler actually running:
+    // a held facade request does not carry room for a pass-through.
     let Some(facade) = &route.facade else {
-        return proxy::forward(cx, request).await;
+        return Box::pin(proxy::forward(cx, request)).await;
     };
     hold_place(state, generation, route, exchange)?;
     let env = job_env(state, generation, route);

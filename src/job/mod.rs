@@ -121,9 +121,48 @@ pub async fn handle(
     progress: &mut Progress,
 ) -> Result<Response<Body>, Error> {
     let (prefer, hold) = hold(facade, request.headers(), extra);
-    let deadline = started + hold;
     let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
+    // The submit runs in a box of its own that is gone once the job is
+    // accepted: a held request keeps only what following the job needs.
+    let accepted = Box::pin(submit_job(
+        &cx, &mut calls, request, &env, prefer, extra, progress,
+    ))
+    .await?;
+    let target = match accepted {
+        Accepted::Answer(answer) => return Ok(answer),
+        Accepted::Job(target) => target,
+    };
+    Box::pin(follow_and_answer(
+        &calls,
+        target,
+        started + hold,
+        hold,
+        env,
+        progress,
+    ))
+    .await
+}
 
+/// What the submit led to.
+enum Accepted {
+    /// The answer for the client already: not a job, or `respond-async`.
+    Answer(Response<Body>),
+    /// A job to follow (boxed: it outlives the submit that found it).
+    Job(Box<Target>),
+}
+
+/// Sends the submit (with the callback URL, where the route takes one)
+/// and learns the job from its answer.
+async fn submit_job(
+    cx: &Forward<'_>,
+    calls: &mut JobCalls<'_>,
+    request: Request<Body>,
+    env: &JobEnv<'_>,
+    prefer: Prefer,
+    extra: &mut HeaderMap,
+    progress: &mut Progress,
+) -> Result<Accepted, Error> {
+    let facade = calls.facade;
     let (registration, request) = match &facade.callback {
         Some(callback) => {
             let registration = env
@@ -137,12 +176,12 @@ pub async fn handle(
                 callback::PATH,
                 registration.token
             );
-            let request = Box::pin(carry(callback, request, &url, cx.max_request_body)).await?;
+            let request = carry(callback, request, &url, cx.max_request_body).await?;
             (Some(registration), request)
         }
         None => (None, request),
     };
-    let mut submit = proxy::prepare(&cx, request)?;
+    let mut submit = proxy::prepare(cx, request)?;
     for name in facade.submit_headers.keys() {
         submit.headers_mut().remove(name);
     }
@@ -153,11 +192,10 @@ pub async fn handle(
     let submit_url = call::url_of(submit.uri())?;
     progress.submit = Submission::Sent;
     let submitted = Instant::now();
-    // Transient calls are boxed: see `follow`.
-    let response = Box::pin(cx.upstream.send(submit)).await?;
+    let response = cx.upstream.send(submit).await?;
     let token = registration.as_ref().map(|r| r.token.as_str());
-    let job = match Box::pin(submit::accept(&calls, response, &submit_url, token)).await? {
-        Submitted::Answer(answer) => return Ok(answer),
+    let job = match submit::accept(calls, response, &submit_url, token).await? {
+        Submitted::Answer(answer) => return Ok(Accepted::Answer(answer)),
         Submitted::Job(job) => job,
     };
     let ticket = Ticket {
@@ -183,20 +221,16 @@ pub async fn handle(
             PREFERENCE_APPLIED,
             HeaderValue::from_static("respond-async"),
         );
-        return Ok(respond_async(&calls, job));
+        return Ok(Accepted::Answer(respond_async(calls, job)));
     }
-    let target = Target {
+    Ok(Accepted::Job(Box::new(Target {
         status_url: job.status_url,
         original: submit_url,
         ticket,
         first_poll: FirstPoll::After(job.retry_after),
         submitted: Some(submitted),
         callback: registration,
-    };
-    Box::pin(follow_and_answer(
-        &calls, target, deadline, hold, env, progress,
-    ))
-    .await
+    })))
 }
 
 /// Follows a job that was submitted earlier (a continuation monitor, or an
@@ -228,14 +262,14 @@ pub async fn resume(
     progress.submit = Submission::Accepted(ticket.clone());
     progress.resumed = true;
     tracing::Span::current().record("job_id", ticket.job_id.as_str());
-    let target = Target {
+    let target = Box::new(Target {
         status_url,
         original,
         ticket,
         first_poll: FirstPoll::Now,
         submitted: None,
         callback: None,
-    };
+    });
     Box::pin(follow_and_answer(
         &calls,
         target,
@@ -271,14 +305,13 @@ enum Ended {
 
 async fn follow_and_answer(
     calls: &JobCalls<'_>,
-    target: Target,
+    mut target: Box<Target>,
     deadline: Instant,
     hold: Duration,
     env: JobEnv<'_>,
     progress: &mut Progress,
 ) -> Result<Response<Body>, Error> {
     let facade = calls.facade;
-    let mut target = target;
     let cancel = CancelGuard::new(calls, &target)?;
     let callback = facade.callback.as_ref();
     // Polling runs unless the job answers by callback alone; then only the
@@ -305,10 +338,16 @@ async fn follow_and_answer(
         }
     };
     let ended = match target.callback.as_mut() {
-        Some(registration) => tokio::select! {
-            delivery = registration.arrived() => Ended::CalledBack(delivery),
-            followed = polling => Ended::Followed(followed),
-        },
+        // Boxed, so routes without callbacks do not carry room for both.
+        Some(registration) => {
+            Box::pin(async {
+                tokio::select! {
+                    delivery = registration.arrived() => Ended::CalledBack(delivery),
+                    followed = polling => Ended::Followed(followed),
+                }
+            })
+            .await
+        }
         None => Ended::Followed(polling.await),
     };
     let followed = match ended {
@@ -529,15 +568,22 @@ pub async fn read_limited(
 /// guard, whose drop sends the cancel on a task of its own.
 struct CancelGuard {
     armed: bool,
+    /// Boxed: most routes never cancel, and a held request should not
+    /// carry room for a request it will not send.
+    cancel: Option<Box<Cancel>>,
+}
+
+/// The cancel call, ready to go.
+struct Cancel {
     upstream: Upstream,
-    request: Option<Request<Body>>,
+    request: Request<Body>,
     timeout: Duration,
 }
 
 impl CancelGuard {
     fn new(calls: &JobCalls<'_>, job: &Target) -> Result<Self, Error> {
         let cancel = &calls.facade.cancel;
-        let request = if cancel.on_disconnect || cancel.on_timeout {
+        let cancel_call = if cancel.on_disconnect || cancel.on_timeout {
             let vars = template::Vars {
                 status_url: Some(job.status_url.as_str()),
                 job_id: Some(&job.ticket.job_id),
@@ -547,15 +593,17 @@ impl CancelGuard {
                 .render(None, vars)
                 .map_err(|e| calls.fail(JobError::BadAnswer(format!("the cancel URL: {e}"))))?;
             let url = calls.resolve(&job.status_url, &target)?;
-            Some(calls.request(cancel.method.clone(), &url)?)
+            Some(Box::new(Cancel {
+                upstream: calls.upstream.clone(),
+                request: calls.request(cancel.method.clone(), &url)?,
+                timeout: calls.facade.poll.timeout,
+            }))
         } else {
             None
         };
         Ok(CancelGuard {
             armed: cancel.on_disconnect,
-            upstream: calls.upstream.clone(),
-            request,
-            timeout: calls.facade.poll.timeout,
+            cancel: cancel_call,
         })
     }
 
@@ -573,14 +621,17 @@ impl Drop for CancelGuard {
         if !self.armed {
             return;
         }
-        let Some(request) = self.request.take() else {
+        let Some(cancel) = self.cancel.take() else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let upstream = self.upstream.clone();
-        let timeout = self.timeout;
+        let Cancel {
+            upstream,
+            request,
+            timeout,
+        } = *cancel;
         let target = request.uri().clone();
         let method: Method = request.method().clone();
         runtime.spawn(async move {
