@@ -17,7 +17,9 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(X_REQUEST_ID).filter(|v| sane(v)) {
         return id.clone();
     }
-    let id = hex_value(&format!("{:032x}", fastrand::u128(..)));
+    let mut id = [0u8; 32];
+    crate::hex::write(&fastrand::u128(..).to_be_bytes(), &mut id);
+    let id = hex_value(&id);
     headers.insert(X_REQUEST_ID, id.clone());
     id
 }
@@ -31,9 +33,10 @@ pub fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
     {
         return value.clone();
     }
-    let trace = fastrand::u128(1..);
-    let span = fastrand::u64(1..);
-    let value = hex_value(&format!("00-{trace:032x}-{span:016x}-01"));
+    let mut text = *b"00-................................-................-01";
+    crate::hex::write(&fastrand::u128(1..).to_be_bytes(), &mut text[3..35]);
+    crate::hex::write(&fastrand::u64(1..).to_be_bytes(), &mut text[36..52]);
+    let value = hex_value(&text);
     headers.insert(TRACEPARENT, value.clone());
     value
 }
@@ -56,9 +59,9 @@ fn valid_traceparent(v: &[u8]) -> bool {
         && !zero(&v[36..52])
 }
 
-fn hex_value(text: &str) -> HeaderValue {
+fn hex_value(text: &[u8]) -> HeaderValue {
     // Only ASCII hex digits and dashes reach here.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

@@ -92,8 +92,9 @@ where
     headers::add_via(headers, parts.version);
     let host = match (&client_host, backend.preserve_host) {
         (Some(host), true) => host.clone(),
-        _ => HeaderValue::from_str(backend.authority.as_str())
-            .map_err(|e| Error::Internal(e.into()))?,
+        _ => cx.upstream.host.clone().ok_or_else(|| {
+            Error::Internal(format!("backend `{}` has no usable Host", backend.name).into())
+        })?,
     };
     headers.insert(header::HOST, host);
     // Backends speak HTTP/1.1 whatever the client spoke; hyper frames the

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,6 +34,9 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     /// This backend's label, made once rather than per call.
     label: BackendLabel,
+    /// `Host` for requests that do not keep the client's, made once; `None`
+    /// only if the authority could not be a header value.
+    pub host: Option<HeaderValue>,
 }
 
 /// Upstreams by backend name, built once per config.
@@ -81,6 +84,7 @@ impl Upstreams {
                 label: BackendLabel {
                     backend: backend.name.clone(),
                 },
+                host: HeaderValue::from_str(backend.authority.as_str()).ok(),
             };
             by_name.insert(backend.name.clone(), upstream);
         }
