@@ -8,6 +8,12 @@
 //! `Retry-After: 60`). A process may open at most 20,000 files here, which
 //! bounds the count: each held request is one client socket in Baton.
 //!
+//! Then the same count of pending requests against a bare hyper server
+//! (this bench re-run as one, with Baton's connection settings and a
+//! service that drops the request and never answers): hyper's own floor
+//! per pending request, measured the same way, so the figure for Baton
+//! splits into hyper's part and Baton's.
+//!
 //! `cargo bench --bench held` (`HELD=5000` for a smaller run)
 
 use std::convert::Infallible;
@@ -29,7 +35,13 @@ use hyper_util::server::conn::auto;
 mod support;
 use support::{clock_ticks, cpu_ticks, wait_ready, Killed};
 
+/// Set when this bench runs as the bare hyper server: the port to serve.
+const BARE: &str = "BATON_HELD_BARE_PORT";
+
 fn main() {
+    if let Some(port) = std::env::var(BARE).ok().and_then(|p| p.parse().ok()) {
+        return bare_server(port);
+    }
     let held: usize = std::env::var("HELD")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -45,11 +57,7 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("baton-held-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a port")
-        .local_addr()
-        .expect("an address")
-        .port();
+    let port = free_port();
     let conf = dir.join("baton.toml");
     std::fs::write(
         &conf,
@@ -125,19 +133,104 @@ fn main() {
     drop(clients);
     drop(baton);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // hyper alone, the same way: the floor under Baton's figure.
+    let port = free_port();
+    let bare = Killed(
+        Command::new(std::env::current_exe().expect("this bench's path"))
+            .env(BARE, port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the bare server starts"),
+    );
+    let bare_pid = bare.0.id();
+    wait_ready(port);
+    let mut clients = Vec::with_capacity(held);
+    open(&mut clients, port, 100);
+    sleep(Duration::from_secs(1));
+    let bare_before = rss(bare_pid);
+    while clients.len() < held {
+        let batch = (held - clients.len()).min(500);
+        open(&mut clients, port, batch);
+    }
+    sleep(Duration::from_secs(3));
+    let bare_plateau = rss(bare_pid);
+    let bare_per_request = (bare_plateau.saturating_sub(bare_before)) as f64 / (held - 100) as f64;
+    println!(
+        "bare hyper server (Baton's settings, a service that never answers): {:.0} bytes ({:.2} KiB) per pending request",
+        bare_per_request,
+        bare_per_request / 1024.0
+    );
+    println!(
+        "so of Baton's {:.2} KiB, hyper's connection takes {:.2} KiB and Baton's held request {:.2} KiB",
+        per_request / 1024.0,
+        bare_per_request / 1024.0,
+        (per_request - bare_per_request) / 1024.0
+    );
+    drop(clients);
+    drop(bare);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("an address")
+        .port()
+}
+
+/// Opens `count` more connections, each sending the same blocking POST.
+fn open(clients: &mut Vec<TcpStream>, port: u16, count: usize) {
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("a connection");
+        stream
+            .write_all(b"POST /jobs HTTP/1.1\r\nHost: bench\r\nContent-Length: 2\r\n\r\n{}")
+            .expect("the request");
+        clients.push(stream);
+    }
+}
+
+/// A hyper server as Baton builds its own (auto HTTP/1 + h2c, a header
+/// timer, a 16 KiB buffer limit) whose service reads the request, drops
+/// it and never answers: what hyper keeps for a pending request.
+fn bare_server(port: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the port");
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .max_buf_size(16 * 1024);
+        let builder = Arc::new(builder);
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let builder = Arc::clone(&builder);
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    drop(request);
+                    std::future::pending::<()>().await;
+                    Ok::<_, Infallible>(Response::new(body::empty()))
+                });
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
 }
 
 /// Opens `count` more client connections, each sending a blocking POST,
 /// and waits until the job API has seen their submits.
 fn hold(clients: &mut Vec<TcpStream>, port: u16, count: usize, submits: &AtomicUsize) {
     let target = submits.load(Ordering::Relaxed) + count;
-    for _ in 0..count {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("a connection to Baton");
-        stream
-            .write_all(b"POST /jobs HTTP/1.1\r\nHost: bench\r\nContent-Length: 2\r\n\r\n{}")
-            .expect("the request");
-        clients.push(stream);
-    }
+    open(clients, port, count);
     let deadline = Instant::now() + Duration::from_secs(60);
     while submits.load(Ordering::Relaxed) < target {
         assert!(

@@ -34,7 +34,9 @@ pub async fn serve(
     // routes and backends, not these.
     let config = state.current().config.clone();
     let server = &config.server;
-    let builder = connection_builder(server);
+    // Shared, and borrowed by each connection rather than cloned into it:
+    // a held request's connection should not carry a copy of the settings.
+    let builder = Arc::new(connection_builder(server));
     let graceful = GracefulShutdown::new();
     let (hard_stop, hard_stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(server.max_connections));
@@ -72,12 +74,12 @@ pub async fn serve(
             let state = Arc::clone(&state);
             async move { Ok::<_, std::convert::Infallible>(service::handle(state, peer, request).await) }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
         let mut hard_stop = hard_stop_rx.clone();
         tokio::spawn(async move {
+            let connection = watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
             tokio::select! {
                 result = connection => if let Err(e) = result {
                     debug!(%peer, error = %e, "connection ended with an error");
