@@ -32,8 +32,14 @@ use crate::sync::lock;
 
 pub struct RedisStore {
     cluster: Arc<Cluster>,
-    /// Lease renewals of the keys this instance leads.
-    renewals: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The keys this instance leads: the fingerprint it claimed each with,
+    /// and the task renewing its lease.
+    leading: Mutex<HashMap<String, Leading>>,
+}
+
+struct Leading {
+    fingerprint: String,
+    renewal: tokio::task::AbortHandle,
 }
 
 /// A kept answer, as the `answer` field of a record.
@@ -92,42 +98,49 @@ return {'again'}
     )
 });
 
-/// Notes the leader's job. KEYS: record, lease. ARGV: ticket, instance.
+/// Whether this instance may still change the record it led: the record
+/// is the one it claimed (same fingerprint: not a later request's that
+/// reused the key after it expired), and no other instance has taken the
+/// lease over. KEYS: record, lease. ARGV[1]: fingerprint, ARGV[2]: instance.
+const MINE: &str = r"
+local function mine()
+  if redis.call('hget', KEYS[1], 'fp') ~= ARGV[1] then return false end
+  local holder = redis.call('get', KEYS[2])
+  return not holder or holder == ARGV[2]
+end
+";
+
+/// Notes the leader's job. ARGV[3]: ticket.
 static SUBMITTED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local holder = redis.call('get', KEYS[2])
-if holder and holder ~= ARGV[2] then return 0 end
-if redis.call('hget', KEYS[1], 'state') ~= 'leading' then return 0 end
-return redis.call('hset', KEYS[1], 'ticket', ARGV[1])
-",
-    )
+    Script::new(&format!(
+        r"{MINE}
+if not mine() or redis.call('hget', KEYS[1], 'state') ~= 'leading' then return 0 end
+return redis.call('hset', KEYS[1], 'ticket', ARGV[3])
+"
+    ))
 });
 
-/// Keeps the final answer and lets go of the lease. KEYS: record, lease.
-/// ARGV: answer, instance, channel.
+/// Keeps the final answer and lets go of the lease. ARGV[3]: answer,
+/// ARGV[4]: channel.
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('exists', KEYS[1]) == 1 then
-  redis.call('hset', KEYS[1], 'state', 'finished', 'answer', ARGV[1])
-end
-if redis.call('get', KEYS[2]) == ARGV[2] then redis.call('del', KEYS[2]) end
-redis.call('publish', ARGV[3], 'changed')
+    Script::new(&format!(
+        r"{MINE}
+if not mine() then return 0 end
+redis.call('hset', KEYS[1], 'state', 'finished', 'answer', ARGV[3])
+redis.call('del', KEYS[2])
+redis.call('publish', ARGV[4], 'changed')
 return 1
-",
-    )
+"
+    ))
 });
 
 /// Lets go without an answer: a submitted job stays for the next retry,
-/// a record whose request never became a job is forgotten. Only while
-/// the lease is this instance's or nobody's. KEYS: record, lease. ARGV:
-/// instance, channel.
+/// a record whose request never became a job is forgotten. ARGV[3]:
+/// channel.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local holder = redis.call('get', KEYS[2])
-if holder and holder ~= ARGV[1] then return 0 end
+    Script::new(&format!(
+        r"{MINE}
+if not mine() then return 0 end
 if redis.call('hget', KEYS[1], 'state') == 'leading' then
   if redis.call('hexists', KEYS[1], 'ticket') == 1 then
     redis.call('hset', KEYS[1], 'state', 'detached')
@@ -136,10 +149,10 @@ if redis.call('hget', KEYS[1], 'state') == 'leading' then
   end
 end
 redis.call('del', KEYS[2])
-redis.call('publish', ARGV[2], 'changed')
+redis.call('publish', ARGV[3], 'changed')
 return 1
-",
-    )
+"
+    ))
 });
 
 /// Renews a lease only while this instance still holds it.
@@ -153,7 +166,7 @@ impl RedisStore {
     pub fn new(cluster: Arc<Cluster>) -> Self {
         RedisStore {
             cluster,
-            renewals: Mutex::default(),
+            leading: Mutex::default(),
         }
     }
 
@@ -166,7 +179,7 @@ impl RedisStore {
     }
 
     /// Keeps renewing the lease on `key` while this instance leads it.
-    fn renew(&self, key: &str) {
+    fn lead(&self, key: &str, fingerprint: String) {
         let mut conn = self.cluster.conn();
         let lease_key = self.keys(key).lease;
         let instance = self.cluster.instance.clone();
@@ -185,16 +198,26 @@ impl RedisStore {
                 }
             }
         });
-        if let Some(old) = lock(&self.renewals).insert(key.to_owned(), task.abort_handle()) {
-            old.abort();
+        let leading = Leading {
+            fingerprint,
+            renewal: task.abort_handle(),
+        };
+        if let Some(old) = lock(&self.leading).insert(key.to_owned(), leading) {
+            old.renewal.abort();
         }
     }
 
-    /// Stops renewing the lease on `key`.
-    fn stop_renewing(&self, key: &str) {
-        if let Some(task) = lock(&self.renewals).remove(key) {
-            task.abort();
-        }
+    /// Stops leading `key`; the fingerprint it was claimed with, if this
+    /// instance led it.
+    fn stop_leading(&self, key: &str) -> Option<String> {
+        let leading = lock(&self.leading).remove(key)?;
+        leading.renewal.abort();
+        Some(leading.fingerprint)
+    }
+
+    /// The fingerprint this instance leads `key` with.
+    fn fingerprint(&self, key: &str) -> Option<String> {
+        lock(&self.leading).get(key).map(|l| l.fingerprint.clone())
     }
 }
 
@@ -318,7 +341,7 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
             match reply.first().map(String::as_str) {
                 Some("lead") => {
-                    self.renew(&key);
+                    self.lead(&key, hex(&fingerprint));
                     Ok(Begin::Lead)
                 }
                 Some("resume") => {
@@ -326,7 +349,7 @@ impl Store for RedisStore {
                         .get(1)
                         .and_then(|t| serde_json::from_str(t).ok())
                         .ok_or_else(|| StoreError("a corrupt stored job".to_owned()))?;
-                    self.renew(&key);
+                    self.lead(&key, hex(&fingerprint));
                     Ok(Begin::Resume(ticket))
                 }
                 Some("mismatch") => Ok(Begin::Mismatch),
@@ -353,13 +376,17 @@ impl Store for RedisStore {
     fn submitted(&self, key: &str, ticket: Ticket) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move {
+            let Some(fingerprint) = self.fingerprint(&key) else {
+                return Ok(()); // Not led here.
+            };
             let keys = self.keys(&key);
             let ticket = serde_json::to_string(&ticket).map_err(|e| StoreError(e.to_string()))?;
             let _: i64 = SUBMITTED
                 .key(&keys.record)
                 .key(&keys.lease)
-                .arg(ticket)
+                .arg(fingerprint)
                 .arg(&self.cluster.instance)
+                .arg(ticket)
                 .invoke_async(&mut self.cluster.conn())
                 .await
                 .map_err(unavailable)?;
@@ -370,13 +397,16 @@ impl Store for RedisStore {
     fn complete(&self, key: &str, answer: Stored) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move {
-            self.stop_renewing(&key);
+            let Some(fingerprint) = self.stop_leading(&key) else {
+                return Ok(());
+            };
             let keys = self.keys(&key);
             let _: i64 = COMPLETE
                 .key(&keys.record)
                 .key(&keys.lease)
-                .arg(encode(&answer)?)
+                .arg(fingerprint)
                 .arg(&self.cluster.instance)
+                .arg(encode(&answer)?)
                 .arg(&keys.channel)
                 .invoke_async(&mut self.cluster.conn())
                 .await
@@ -388,11 +418,14 @@ impl Store for RedisStore {
     fn release(&self, key: &str) -> BoxFuture<'_, StoreResult<()>> {
         let key = key.to_owned();
         Box::pin(async move {
-            self.stop_renewing(&key);
+            let Some(fingerprint) = self.stop_leading(&key) else {
+                return Ok(());
+            };
             let keys = self.keys(&key);
             let _: i64 = RELEASE
                 .key(&keys.record)
                 .key(&keys.lease)
+                .arg(fingerprint)
                 .arg(&self.cluster.instance)
                 .arg(&keys.channel)
                 .invoke_async(&mut self.cluster.conn())
@@ -404,7 +437,7 @@ impl Store for RedisStore {
 
     /// The keys this instance leads now; the whole store is in Redis.
     fn len(&self) -> usize {
-        lock(&self.renewals).len()
+        lock(&self.leading).len()
     }
 
     /// Redis evicts by its own policy, unseen here.
