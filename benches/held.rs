@@ -8,11 +8,11 @@
 //! `Retry-After: 60`). A process may open at most 20,000 files here, which
 //! bounds the count: each held request is one client socket in Baton.
 //!
-//! Then the same count of pending requests against a bare hyper server
-//! (this bench re-run as one, with Baton's connection settings and a
-//! service that drops the request and never answers): hyper's own floor
-//! per pending request, measured the same way, so the figure for Baton
-//! splits into hyper's part and Baton's.
+//! Then the same count of pending requests against a bare server (this
+//! bench re-run as one: Baton's own connection handling, with a service
+//! that drops the request and never answers): the connection's floor per
+//! pending request, measured the same way, so the figure for Baton splits
+//! into the connection's part (hyper's) and the held request's.
 //!
 //! `cargo bench --bench held` (`HELD=5000` for a smaller run)
 
@@ -157,12 +157,12 @@ fn main() {
     let bare_plateau = rss(bare_pid);
     let bare_per_request = (bare_plateau.saturating_sub(bare_before)) as f64 / (held - 100) as f64;
     println!(
-        "bare hyper server (Baton's settings, a service that never answers): {:.0} bytes ({:.2} KiB) per pending request",
+        "bare connection (Baton's connection code, a service that never answers): {:.0} bytes ({:.2} KiB) per pending request",
         bare_per_request,
         bare_per_request / 1024.0
     );
     println!(
-        "so of Baton's {:.2} KiB, hyper's connection takes {:.2} KiB and Baton's held request {:.2} KiB",
+        "so of Baton's {:.2} KiB, the connection takes {:.2} KiB and the held request {:.2} KiB",
         per_request / 1024.0,
         bare_per_request / 1024.0,
         (per_request - bare_per_request) / 1024.0
@@ -190,9 +190,10 @@ fn open(clients: &mut Vec<TcpStream>, port: u16, count: usize) {
     }
 }
 
-/// A hyper server as Baton builds its own (auto HTTP/1 + h2c, a header
-/// timer, a 16 KiB buffer limit) whose service reads the request, drops
-/// it and never answers: what hyper keeps for a pending request.
+/// Baton's own connection handling (`baton::connection`: protocol sniff,
+/// hyper's HTTP/1 connection, drain) with a service that drops the request
+/// and never answers: what a pending request costs before Baton holds
+/// anything of its own.
 fn bare_server(port: u16) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,25 +203,20 @@ fn bare_server(port: u16) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("the port");
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .max_buf_size(16 * 1024);
-        let builder = Arc::new(builder);
+        let config = baton::Config::parse("", "bare.toml", None).expect("the default config");
+        let settings = Arc::new(baton::connection::Settings::new(&config.server));
+        let (_draining, drain) = tokio::sync::watch::channel(false);
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
-            let builder = Arc::clone(&builder);
+            let settings = Arc::clone(&settings);
+            let drain = drain.clone();
             tokio::spawn(async move {
                 let service = service_fn(|request: Request<Incoming>| async move {
                     drop(request);
                     std::future::pending::<()>().await;
                     Ok::<_, Infallible>(Response::new(body::empty()))
                 });
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
+                let _ = baton::connection::serve(stream, service, &settings, drain).await;
             });
         }
     });

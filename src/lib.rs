@@ -27,6 +27,7 @@ pub mod admin;
 pub mod body;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod correlation;
 pub mod demo;
 pub mod error;

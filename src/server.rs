@@ -3,8 +3,9 @@
 //!
 //! Shape after hyper-util's graceful server: on shutdown the listener is
 //! dropped at once (new connections are refused by the kernel), every open
-//! connection is told to finish its in-flight requests and close, and
-//! whatever is still open when the grace period ends is cut.
+//! connection is told to finish its in-flight requests and close (see
+//! [`crate::connection`]), and whatever is still open when the grace
+//! period ends is cut.
 
 use std::future::Future;
 use std::io;
@@ -12,13 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::connection::{self, Settings};
 use crate::service;
 use crate::state::State;
 
@@ -36,8 +36,8 @@ pub async fn serve(
     let server = &config.server;
     // Shared, and borrowed by each connection rather than cloned into it:
     // a held request's connection should not carry a copy of the settings.
-    let builder = Arc::new(connection_builder(server));
-    let graceful = GracefulShutdown::new();
+    let settings = Arc::new(Settings::new(server));
+    let connections = TaskTracker::new();
     let (hard_stop, hard_stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(server.max_connections));
     info!(address = %listener.local_addr()?, "listening");
@@ -74,12 +74,11 @@ pub async fn serve(
             let state = Arc::clone(&state);
             async move { Ok::<_, std::convert::Infallible>(service::handle(state, peer, request).await) }
         });
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
+        let settings = Arc::clone(&settings);
+        let drain = draining.subscribe();
         let mut hard_stop = hard_stop_rx.clone();
-        tokio::spawn(async move {
-            let connection = watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+        connections.spawn(async move {
+            let connection = connection::serve(stream, service, &settings, drain);
             tokio::select! {
                 result = connection => if let Err(e) = result {
                     debug!(%peer, error = %e, "connection ended with an error");
@@ -93,14 +92,15 @@ pub async fn serve(
     }
 
     drop(listener);
-    let _ = draining.send(true);
+    draining.send_replace(true);
     let grace = current_grace(&state);
-    info!(grace = ?grace, open = graceful.count(), "shutting down: draining connections");
+    info!(grace = ?grace, open = connections.len(), "shutting down: draining connections");
     let deadline = tokio::time::Instant::now() + grace;
     // In-flight requests and upgraded tunnels both get the grace period.
     state.tunnels.close();
     let drained = async {
-        graceful.shutdown().await;
+        connections.close();
+        connections.wait().await;
         state.tunnels.wait().await;
     };
     tokio::pin!(drained);
@@ -129,23 +129,4 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 /// The grace period of the configuration in force when shutdown began.
 fn current_grace(state: &State) -> Duration {
     state.current().config.server.shutdown_grace
-}
-
-fn connection_builder(server: &crate::config::ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper refuses header blocks over its read buffer with a bare 431 and
-    // closes; the buffer is kept well above the configured limit so that
-    // the service's own check answers first, with a problem+json body.
-    let buffer = (server.max_header_size * 2).max(16 * 1024);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .keep_alive(server.keep_alive)
-        .max_buf_size(buffer);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX));
-    builder
 }

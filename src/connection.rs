@@ -1,0 +1,143 @@
+//! One client connection: which HTTP it speaks, then hyper serving it, and
+//! a graceful close when the drain begins.
+//!
+//! The protocol is told by peeking at the first bytes — the HTTP/2 client
+//! preface (h2c with prior knowledge) or anything else (HTTP/1.x) — and the
+//! connection is then served by hyper's own HTTP/1 or HTTP/2 connection.
+//! hyper-util's auto builder does the same by reading the bytes into a
+//! buffer it replays in front of the socket, and keeps the state of both
+//! protocols in every connection: 4 KiB more per open connection, which is
+//! most of what a held request's connection costs beyond hyper's buffers
+//! (BENCHMARKS.md, held requests).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::config::ServerConfig;
+
+/// How client connections are served; built once per listener.
+pub struct Settings {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// Also the time a new connection has to say which HTTP it speaks.
+    header_read_timeout: Duration,
+}
+
+impl Settings {
+    pub fn new(server: &ServerConfig) -> Self {
+        // hyper refuses header blocks over its read buffer with a bare 431
+        // and closes; the buffer is kept well above the configured limit so
+        // that the service's own check answers first, with a problem+json.
+        let buffer = (server.max_header_size * 2).max(16 * 1024);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .keep_alive(server.keep_alive)
+            .max_buf_size(buffer);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX));
+        Settings {
+            http1,
+            http2,
+            header_read_timeout: server.header_read_timeout,
+        }
+    }
+}
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Serves `stream` until it closes, or closes it gracefully (in-flight
+/// requests finish, then it closes) once `draining` turns true.
+pub async fn serve<S>(
+    stream: TcpStream,
+    service: S,
+    settings: &Settings,
+    mut draining: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    // A client that connects and says nothing is dropped like one that
+    // sends half a request head (slowloris), and at once when draining.
+    let protocol = tokio::select! {
+        sniffed = tokio::time::timeout(settings.header_read_timeout, sniff(&stream)) => {
+            match sniffed {
+                Ok(Ok(Some(protocol))) => protocol,
+                _ => return Ok(()),
+            }
+        }
+        _ = draining.wait_for(|now| *now) => return Ok(()),
+    };
+    let io = TokioIo::new(stream);
+    match protocol {
+        Protocol::Http1 => {
+            let connection = settings.http1.serve_connection(io, service).with_upgrades();
+            until_drained(connection, draining, |c| c.graceful_shutdown()).await
+        }
+        Protocol::Http2 => {
+            let connection = settings.http2.serve_connection(io, service);
+            until_drained(connection, draining, |c| c.graceful_shutdown()).await
+        }
+    }
+}
+
+/// Which HTTP the client speaks, from its first bytes, without taking them
+/// off the socket; `None` if it closed first.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
+    let mut first = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if first[..n] != PREFACE[..n] {
+            return Ok(Some(Protocol::Http1));
+        }
+        if n == PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        // Part of the preface so far. Peeking again at once would find the
+        // same bytes: give the rest a moment (an h2c client sends the
+        // preface in one write, so this is rare).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `connection`; when the drain begins, asks it to finish what is in
+/// flight and close, and runs it to its end.
+async fn until_drained<C, E>(
+    connection: C,
+    mut draining: watch::Receiver<bool>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = draining.wait_for(|now| *now) => graceful_shutdown(connection.as_mut()),
+    }
+    connection.await
+}
