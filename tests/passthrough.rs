@@ -478,37 +478,19 @@ async fn slow_header_sender_is_disconnected() {
         "",
     ))
     .await;
-    let mut stream = TcpStream::connect(baton.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    // Never finishes the head; Baton must close rather than wait forever.
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the connection stayed open");
-    assert_eq!(backend.count(), 0);
-}
-
-#[tokio::test]
-async fn silent_client_and_partial_h2_preface_are_disconnected() {
-    let backend = Backend::echo().await;
-    let baton = TestBaton::start(&config(
-        backend.addr,
-        r#"header_read_timeout = "300ms""#,
-        "",
-    ))
-    .await;
-    // One connects and says nothing; one starts the HTTP/2 preface and
-    // stops: neither may keep its connection (and its memory) forever.
-    for first in [&b""[..], &b"PRI * HTTP/2.0\r\n"[..]] {
+    // Half a request head, nothing at all, half an HTTP/2 preface: none
+    // may keep its connection (and its memory) open forever.
+    for first in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n"[..],
+        &b""[..],
+        &b"PRI * HTTP/2.0\r\n"[..],
+    ] {
         let mut stream = TcpStream::connect(baton.addr).await.unwrap();
         stream.write_all(first).await.unwrap();
         let mut buf = Vec::new();
         let read =
             tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "the connection stayed open after {first:?}");
-        assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
     }
     assert_eq!(backend.count(), 0);
 }
