@@ -6,8 +6,8 @@
 //! connection is then served by hyper's own HTTP/1 or HTTP/2 connection.
 //! hyper-util's auto builder does the same by reading the bytes into a
 //! buffer it replays in front of the socket, and keeps the state of both
-//! protocols in every connection: 4 KiB more per open connection, which is
-//! most of what a held request's connection costs beyond hyper's buffers
+//! protocols in every connection: 2–3 KiB more per open connection, which
+//! a server holding thousands of requests pays thousands of times
 //! (BENCHMARKS.md, held requests).
 
 use std::convert::Infallible;
