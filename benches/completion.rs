@@ -116,7 +116,9 @@ wait = "10m"
 poll = {{ adaptive = {adaptive} }}
 "#
     );
-    let config = Config::parse(&toml, "bench.toml", None).expect("a valid config");
+    let mut config = Config::parse(&toml, "bench.toml", None).expect("a valid config");
+    // One lane, on this runtime and its paused clock.
+    config.server.threads = 1;
     let baton = Baton::new(config).await.expect("baton");
     let main = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = main.local_addr().expect("an address");

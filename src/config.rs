@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Facade requests held at once, across routes; more are shed (503).
     pub max_held: usize,
+    /// Event-loop threads ("lanes"), each serving its connections start to
+    /// finish with backend pools of its own; `0` in the file means one per
+    /// CPU core. Read at start; a reload does not change it.
+    pub threads: usize,
     /// Seals continuation tokens; `None`: a random key per process, so
     /// tokens work only on this instance until it restarts.
     pub continuation_key: Option<Arc<[u8]>>,
@@ -487,6 +491,10 @@ impl Cx<'_> {
                 defaults::MAX_HELD,
                 1..=1_000_000,
             )?,
+            threads: match self.count(raw.threads.as_ref(), key("threads"), 0, 0..=1024)? {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
             continuation_key: match &raw.continuation_key {
                 None => None,
                 Some(k) => Some(self.value(k, key("continuation_key"), |k| {

@@ -35,6 +35,7 @@ pub mod headers;
 pub mod hex;
 pub mod idempotency;
 pub mod job;
+pub mod lanes;
 pub mod metrics;
 pub mod proxy;
 pub mod router;

@@ -74,7 +74,19 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     let server = config.server.clone();
-    block_on(async move {
+    // The runtime is lane 0 of `[server] threads`: one thread, like the
+    // lanes Baton starts beside it (see `baton::lanes`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
         // Trust anchors and the cluster are checked before any port is
         // bound: a config that cannot work never half-starts.
         let baton = match Baton::new(config).await {

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::connection::{self, Settings};
+use crate::lanes::Lanes;
 use crate::service;
 use crate::state::State;
 
@@ -40,6 +41,7 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let (hard_stop, hard_stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(server.max_connections));
+    let lanes = Lanes::start(server.threads)?;
     info!(address = %listener.local_addr()?, "listening");
     tokio::pin!(shutdown);
 
@@ -77,7 +79,10 @@ pub async fn serve(
         let settings = Arc::clone(&settings);
         let drain = draining.subscribe();
         let mut hard_stop = hard_stop_rx.clone();
-        connections.spawn(async move {
+        // Counted from here, not from when its lane first runs it, so the
+        // drain cannot miss a connection still being handed over.
+        let counted = connections.token();
+        lanes.spawn(stream, move |stream| async move {
             let connection = connection::serve(stream, service, &settings, drain);
             tokio::select! {
                 result = connection => if let Err(e) = result {
@@ -88,6 +93,7 @@ pub async fn serve(
                 }
             }
             drop(permit);
+            drop(counted);
         });
     }
 
@@ -120,6 +126,7 @@ pub async fn serve(
             let _ = hard_stop.send(true);
         }
     }
+    lanes.stop().await;
     Ok(())
 }
 

@@ -38,8 +38,9 @@ impl Generation {
         config: Config,
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
+        lanes: usize,
     ) -> Result<Self, TrustError> {
-        let upstreams = Upstreams::new(&config, metrics)?;
+        let upstreams = Upstreams::new(&config, metrics, lanes)?;
         let mut route_held = HashMap::new();
         let mut timings = HashMap::new();
         for route in config.routes.iter().filter(|r| r.facade.is_some()) {
@@ -89,13 +90,16 @@ pub struct State {
     pub callbacks: Arc<Callbacks>,
     pub continuation: Continuation,
     pub metrics: Arc<Metrics>,
+    /// Event-loop threads, fixed at start (`[server] threads`).
+    pub lanes: usize,
 }
 
 impl State {
     pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Result<Self, TrustError> {
         let server = config.server.clone();
         let metrics = Arc::new(Metrics::new());
-        let generation = Generation::new(config, None, &metrics)?;
+        let lanes = server.threads;
+        let generation = Generation::new(config, None, &metrics, lanes)?;
         Ok(State {
             current: ArcSwap::from_pointee(generation),
             held: Arc::new(Gauge::new(server.max_held)),
@@ -112,6 +116,7 @@ impl State {
                 None => Continuation::random(),
             },
             metrics,
+            lanes,
         })
     }
 
@@ -126,11 +131,12 @@ impl State {
         let previous = self.current();
         if config.server.listen != previous.config.server.listen
             || config.server.admin != previous.config.server.admin
+            || config.server.threads != previous.config.server.threads
         {
-            tracing::warn!("listen and admin addresses change only on restart");
+            tracing::warn!("listen and admin addresses and threads change only on restart");
         }
         let max_held = config.server.max_held;
-        let generation = Generation::new(config, Some(&previous), &self.metrics);
+        let generation = Generation::new(config, Some(&previous), &self.metrics, self.lanes);
         self.metrics.reload(generation.is_ok());
         let generation = generation?;
         self.held.set_limit(max_held);

@@ -39,10 +39,12 @@ pub struct Upstream {
     pub host: Option<HeaderValue>,
 }
 
-/// Upstreams by backend name, built once per config.
+/// Upstreams by backend name, built once per config: one per lane, so
+/// each lane keeps its own pool of backend connections (see
+/// [`crate::lanes`]).
 #[derive(Clone, Default)]
 pub struct Upstreams {
-    by_name: HashMap<String, Upstream>,
+    by_name: HashMap<String, Vec<Upstream>>,
 }
 
 /// The system trust store could not be used for an `https://` backend.
@@ -54,7 +56,7 @@ pub struct TrustError {
 }
 
 impl Upstreams {
-    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, TrustError> {
+    pub fn new(config: &Config, metrics: &Arc<Metrics>, lanes: usize) -> Result<Self, TrustError> {
         let mut system_roots = None;
         let mut by_name = HashMap::with_capacity(config.backends.len());
         for backend in &config.backends {
@@ -77,22 +79,26 @@ impl Upstreams {
                 // Plain http: the TLS half of the connector is never used.
                 (None, _) => Arc::new(RootCertStore::empty()),
             };
-            let upstream = Upstream {
-                config: Arc::clone(backend),
-                client: build_client(backend, roots),
-                metrics: Arc::clone(metrics),
-                label: BackendLabel {
-                    backend: backend.name.clone(),
-                },
-                host: HeaderValue::from_str(backend.authority.as_str()).ok(),
-            };
-            by_name.insert(backend.name.clone(), upstream);
+            let upstreams = (0..lanes.max(1))
+                .map(|_| Upstream {
+                    config: Arc::clone(backend),
+                    client: build_client(backend, Arc::clone(&roots)),
+                    metrics: Arc::clone(metrics),
+                    label: BackendLabel {
+                        backend: backend.name.clone(),
+                    },
+                    host: HeaderValue::from_str(backend.authority.as_str()).ok(),
+                })
+                .collect();
+            by_name.insert(backend.name.clone(), upstreams);
         }
         Ok(Upstreams { by_name })
     }
 
+    /// The backend's upstream for the lane this runs on.
     pub fn get(&self, backend: &str) -> Option<&Upstream> {
-        self.by_name.get(backend)
+        let lanes = self.by_name.get(backend)?;
+        lanes.get(crate::lanes::current() % lanes.len().max(1))
     }
 }
 

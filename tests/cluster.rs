@@ -73,7 +73,9 @@ struct Doomed {
 
 impl Doomed {
     fn start(toml: &str) -> Doomed {
-        let config = baton::Config::parse(toml, "doomed.toml", None).unwrap();
+        let mut config = baton::Config::parse(toml, "doomed.toml", None).unwrap();
+        // All of it on the runtime the crash stops.
+        config.server.threads = 1;
         // A runtime cannot be started from inside the test's own.
         let (addr, runtime) = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()

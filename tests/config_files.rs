@@ -32,6 +32,7 @@ const SERVER_KEYS: &[&str] = &[
     "max_connections",
     "shutdown_grace",
     "max_held",
+    "threads",
     "continuation_key",
     "idempotency_memory",
     "redact_headers",
@@ -656,6 +657,13 @@ fn counts_out_of_range() {
         "2000000 is out of range",
     );
     check(
+        "[server]\nthreads = 5000\n",
+        "server.threads",
+        2,
+        11,
+        "5000 is out of range: must be at least 0 and at most 1024",
+    );
+    check(
         "[backends.app]\nurl = \"http://h\"\npool_max_idle = -1\n",
         "backends.app.pool_max_idle",
         3,
@@ -950,6 +958,11 @@ backend = "app"
     );
     let server = &config.server;
     assert_eq!(server.listen.to_string(), defaults::LISTEN);
+    assert_eq!(
+        server.threads,
+        std::thread::available_parallelism().map_or(1, usize::from),
+        "one lane per core"
+    );
     assert_eq!(server.admin, None);
     assert_eq!(server.max_header_size, defaults::MAX_HEADER_SIZE);
     assert_eq!(server.max_request_body, defaults::MAX_REQUEST_BODY);

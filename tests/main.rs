@@ -11,6 +11,7 @@ mod demo;
 mod facade;
 mod facade_edges;
 mod idempotency;
+mod lanes;
 mod operations;
 mod passthrough;
 mod reload_drain;

@@ -44,6 +44,7 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub max_held: Option<Spanned<i64>>,
+    pub threads: Option<Spanned<i64>>,
     pub continuation_key: Option<Spanned<String>>,
     pub idempotency_memory: Option<Spanned<String>>,
     pub redact_headers: Option<Vec<Spanned<String>>>,

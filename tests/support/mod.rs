@@ -64,7 +64,25 @@ impl TestBaton {
         Self::start_full(config, false, Some(callbacks)).await
     }
 
-    async fn start_full(config: Config, admin: bool, callbacks: Option<TcpListener>) -> TestBaton {
+    /// Starts Baton with `[server] threads` as the file says (default: one
+    /// lane per core), where the others run on the test's runtime alone.
+    pub async fn start_threaded(toml: &str) -> TestBaton {
+        let config = Config::parse(toml, "test.toml", None).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_lanes(config, false, None).await
+    }
+
+    async fn start_full(
+        mut config: Config,
+        admin: bool,
+        callbacks: Option<TcpListener>,
+    ) -> TestBaton {
+        // One lane: every connection runs on the test's runtime, whose
+        // clock a test may pause.
+        config.server.threads = 1;
+        Self::start_lanes(config, admin, callbacks).await
+    }
+
+    async fn start_lanes(config: Config, admin: bool, callbacks: Option<TcpListener>) -> TestBaton {
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = if admin {
             Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
