@@ -2,9 +2,11 @@
 //!
 //! A request travels through the crate in this order:
 //!
-//! - [`server`] accepts connections (HTTP/1.x and h2c), enforces the header
-//!   read timeout and drains on shutdown ([`shutdown`] turns signals into
-//!   that future, and SIGHUP into a reload);
+//! - [`server`] accepts connections and drains on shutdown ([`shutdown`]
+//!   turns signals into that future, and SIGHUP into a reload), handing
+//!   each connection to one of the [`lanes`] (a thread per core), where
+//!   [`connection`] serves it (HTTP/1.x or h2c, header read timeout,
+//!   graceful close);
 //! - [`service`] gives the request its [`correlation`] ids, loads the
 //!   current configuration generation from [`state`], checks limits, asks
 //!   [`router`] for the route and runs it;
