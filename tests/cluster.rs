@@ -9,7 +9,7 @@ use baton::body;
 use http::Request;
 
 use crate::support::jobs::{async_config, post, Dialect, JobApi, Script};
-use crate::support::redis::{cluster_table, namespace, url, Relay};
+use crate::support::redis::{cluster_table, command, namespace, url, Relay};
 use crate::support::{client, get, send, TestBaton};
 
 fn job(polls_until_done: u32) -> Script {
@@ -146,6 +146,65 @@ async fn a_retry_on_another_instance_takes_over_a_dead_instances_job() {
         "the retry followed the dead instance's job"
     );
     assert_eq!(api.fetches(), 1);
+}
+
+/// POSTs `body` with Idempotency-Key `key` through `baton`.
+async fn post_body(baton: &TestBaton, key: &str, body: &'static str) -> crate::support::Answer {
+    send(
+        &client(),
+        Request::post(baton.url("/reports"))
+            .header("idempotency-key", key)
+            .body(body::full(body))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_key_expired_leaves_the_next_requests_record_alone() {
+    let Some(redis) = url().await else { return };
+    let api = JobApi::start(job(5)).await;
+    let ns = namespace();
+    let toml = clustered(
+        &api,
+        "preset = \"location-303\"\npoll = { initial = \"100ms\", min_interval = \"100ms\", max_interval = \"100ms\", jitter = 0.0, adaptive = false }",
+        &cluster_table(&redis, &ns, "5s"),
+    );
+    let (a, b) = (TestBaton::start(&toml).await, TestBaton::start(&toml).await);
+    let first = tokio::spawn(async move { post_body(&a, "reused", r#"{"order":1}"#).await });
+    api.wait_until(|api| api.polls() >= 2).await;
+    // The first request's record expires while its job runs; the key is
+    // then used again, for another request, on the other instance.
+    let record = format!(
+        "{ns}:idem:{}",
+        baton::idempotency::scoped_key("facade", None, b"reused")
+    );
+    assert_eq!(command(&redis, &["DEL", &record]).await, ":1\r\n");
+    let second = tokio::spawn({
+        let b_url = b.url("/reports");
+        async move {
+            send(
+                &client(),
+                Request::post(b_url)
+                    .header("idempotency-key", "reused")
+                    .body(body::full(r#"{"order":2}"#))
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    api.wait_until(|api| api.submits() == 2).await;
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.header("content-location"), Some("/result/job-1"));
+    // The first job is done, the second is not: a retry of the second
+    // request waits for its own job, not the first one's answer.
+    let retry = post_body(&b, "reused", r#"{"order":2}"#).await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.header("content-location"), Some("/result/job-2"));
+    let second = second.await.unwrap();
+    assert_eq!(second.header("content-location"), Some("/result/job-2"));
+    assert_eq!(api.submits(), 2);
 }
 
 #[tokio::test]

@@ -116,3 +116,18 @@ fn bind(addr: SocketAddr) -> TcpListener {
     socket.bind(addr).unwrap();
     socket.listen(128).unwrap()
 }
+
+/// Sends one command to the Redis at `url` and returns its raw reply, for
+/// tests that change shared state behind Baton's back (an expiry, say).
+pub async fn command(url: &str, args: &[&str]) -> String {
+    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = vec![0u8; 512];
+    let n = stream.read(&mut reply).await.unwrap();
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
