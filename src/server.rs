@@ -1,5 +1,6 @@
-//! The accept loop: one task per client connection, HTTP/1.0, 1.1 and h2c
-//! (prior knowledge) on the same port, and the graceful drain.
+//! The accept loop and the graceful drain: each client connection goes to
+//! a lane ([`crate::lanes`]), where [`crate::connection`] serves it —
+//! HTTP/1.0, 1.1 and h2c (prior knowledge) on the same port.
 //!
 //! Shape after hyper-util's graceful server: on shutdown the listener is
 //! dropped at once (new connections are refused by the kernel), every open
