@@ -59,6 +59,9 @@ impl Drop for HeldMetric {
     }
 }
 
+/// The route label of requests that matched none.
+static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("none"));
+
 /// Handles one request; never fails, because every failure has an answer.
 pub async fn handle(
     state: Arc<State>,
@@ -102,7 +105,10 @@ pub async fn handle(
         }
     };
     span.record("outcome", outcome);
-    let route = exchange.route.as_deref().unwrap_or("none").to_owned();
+    let route = exchange
+        .route
+        .clone()
+        .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
     let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
     if let Some(leader) = exchange.leader.take() {
         // Boxed: only the requests that lead an idempotent job need room
@@ -114,10 +120,7 @@ pub async fn handle(
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(correlation::TRACEPARENT, traceparent);
     let elapsed = started.elapsed();
-    let labels = RouteOutcome {
-        route,
-        outcome: outcome.to_owned(),
-    };
+    let labels = RouteOutcome { route, outcome };
     state.metrics.requests.get_or_create(&labels).inc();
     state
         .metrics
