@@ -2,29 +2,10 @@
 //! over the lanes, each lane reaches backends over connections of its own,
 //! and pass-through, facade and drain work the same on every lane.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::support::jobs::{async_config, post, Dialect, JobApi, Script};
-use crate::support::{client, config, send, Backend, TestBaton};
-
-/// A relay in front of `target` that counts the connections it accepts.
-async fn counting_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = relay.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = relay.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
-    });
-    (addr, accepted)
-}
+use crate::support::{client, config, counting_relay, send, Backend, TestBaton};
 
 #[tokio::test]
 async fn each_lane_reaches_the_backend_over_connections_of_its_own() {

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    self, client, closed_port, config, get, raw, raw_header, send, Backend, TestBaton, HANG,
+    self, client, closed_port, config, counting_relay, get, raw, raw_header, send, Backend,
+    TestBaton, HANG,
 };
 
 #[tokio::test]
@@ -498,21 +499,7 @@ async fn slow_header_sender_is_disconnected() {
 #[tokio::test]
 async fn keep_alive_connections_to_the_backend_are_reused() {
     let backend = Backend::echo().await;
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // Count connections by fronting the echo backend with a counting relay.
-    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = relay.local_addr().unwrap();
-    let counter = accepted.clone();
-    let target = backend.addr;
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = relay.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut outbound = TcpStream::connect(target).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
-    });
+    let (relay_addr, accepted) = counting_relay(backend.addr).await;
     let baton = TestBaton::start(&config(relay_addr, "", "")).await;
     for _ in 0..5 {
         assert_eq!(get(&baton.url("/")).await.status, 200);
