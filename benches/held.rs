@@ -33,7 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 mod support;
-use support::{clock_ticks, cpu_ticks, wait_ready, Killed};
+use support::{clock_ticks, cpu_ticks, free_port, wait_ready, Killed};
 
 /// Set when this bench runs as the bare hyper server: the port to serve.
 const BARE: &str = "BATON_HELD_BARE_PORT";
@@ -169,14 +169,6 @@ fn main() {
     );
     drop(clients);
     drop(bare);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a port")
-        .local_addr()
-        .expect("an address")
-        .port()
 }
 
 /// Opens `count` more connections, each sending the same blocking POST.

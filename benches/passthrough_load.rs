@@ -11,12 +11,11 @@
 //! done, result fetch) against its CPU per pass-through request.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{clock_ticks, cpu_ticks, wait_ready, Killed};
+use support::{clock_ticks, cpu_ticks, free_port, wait_ready, Killed};
 
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 5;
@@ -210,14 +209,6 @@ fn millis(text: &str) -> f64 {
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port()
 }
 
 /// An nginx with its own prefix and config; stopped when dropped.

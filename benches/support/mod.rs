@@ -23,6 +23,15 @@ impl Drop for Killed {
     }
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("an address")
+        .port()
+}
+
 /// Waits until something listens on `port`.
 pub fn wait_ready(port: u16) {
     for _ in 0..100 {
