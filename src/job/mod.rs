@@ -133,12 +133,7 @@ pub async fn handle(
         Accepted::Job(target) => target,
     };
     Box::pin(follow_and_answer(
-        &calls,
-        target,
-        started + hold,
-        hold,
-        env,
-        progress,
+        &calls, target, started, hold, env, progress,
     ))
     .await
 }
@@ -271,12 +266,7 @@ pub async fn resume(
         callback: None,
     });
     Box::pin(follow_and_answer(
-        &calls,
-        target,
-        started + hold,
-        hold,
-        env,
-        progress,
+        &calls, target, started, hold, env, progress,
     ))
     .await
 }
@@ -306,12 +296,13 @@ enum Ended {
 async fn follow_and_answer(
     calls: &JobCalls<'_>,
     mut target: Box<Target>,
-    deadline: Instant,
+    started: Instant,
     hold: Duration,
     env: JobEnv<'_>,
     progress: &mut Progress,
 ) -> Result<Response<Body>, Error> {
     let facade = calls.facade;
+    let deadline = started + hold;
     let cancel = CancelGuard::new(calls, &target)?;
     let callback = facade.callback.as_ref();
     // Polling runs unless the job answers by callback alone; then only the
