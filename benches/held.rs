@@ -35,6 +35,10 @@ use hyper_util::server::conn::auto;
 mod support;
 use support::{clock_ticks, cpu_ticks, free_port, wait_ready, Killed};
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Set when this bench runs as the bare hyper server: the port to serve.
 const BARE: &str = "BATON_HELD_BARE_PORT";
 

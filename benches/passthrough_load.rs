@@ -7,6 +7,8 @@
 //! PATH: `apt-get install wrk nginx`; without them it says so and stops).
 //! Prints requests/s, p99 latency and the proxy's own CPU time per request
 //! (utime + stime from /proc, summed over nginx's workers), and the ratios.
+//! `BATON_AGAINST=path/to/baton` adds another Baton build (say, one with
+//! another allocator) to the same alternating rounds, as the row `other`.
 //! Then Baton's CPU per facade request (submit, one poll that finds the job
 //! done, result fetch) against its CPU per pass-through request.
 
@@ -44,7 +46,18 @@ fn main() {
         1,
     );
     let proxy = Nginx::start(&dir.join("proxy"), &proxy_conf(nginx_port, backend_port), 2);
-    let baton = start_baton(&dir, baton_port, backend_port);
+    let baton = start_baton(
+        &dir,
+        Path::new(env!("CARGO_BIN_EXE_baton")),
+        baton_port,
+        backend_port,
+    );
+    let other = std::env::var_os("BATON_AGAINST").map(|binary| {
+        let port = free_port();
+        let other = start_baton(&dir.join("other"), Path::new(&binary), port, backend_port);
+        wait_ready(port);
+        (other, port)
+    });
     wait_ready(nginx_port);
     wait_ready(baton_port);
     wait_ready(backend_port);
@@ -56,9 +69,13 @@ fn main() {
     for (label, path) in [("small body (2 B)", "/small"), ("4 KiB body", "/4k")] {
         let mut nginx_runs = Vec::new();
         let mut baton_runs = Vec::new();
+        let mut other_runs = Vec::new();
         for _ in 0..ROUNDS {
             nginx_runs.push(run(nginx_port, path, &proxy.pids(), None));
             baton_runs.push(run(baton_port, path, &[baton.id()], None));
+            if let Some((other, port)) = &other {
+                other_runs.push(run(*port, path, &[other.id()], None));
+            }
         }
         let n = Summary::of(&nginx_runs);
         let b = Summary::of(&baton_runs);
@@ -81,6 +98,18 @@ fn main() {
             b.p99_ms / n.p99_ms,
             b.cpu_us / n.cpu_us
         );
+        if !other_runs.is_empty() {
+            let o = Summary::of(&other_runs);
+            println!(
+                "  other/nginx: req/s {:.2}x, p99 {:.2}x, CPU per request {:.2}x ({:.0} req/s, {:.2} ms, {:.1} µs)",
+                o.rps / n.rps,
+                o.p99_ms / n.p99_ms,
+                o.cpu_us / n.cpu_us,
+                o.rps,
+                o.p99_ms,
+                o.cpu_us
+            );
+        }
     }
     // The facade: the same backend plays a job API whose jobs are done at
     // the first poll. Alternating with pass-through rounds on Baton.
@@ -326,7 +355,8 @@ http {{
 }
 
 /// Baton in front of the same backend, as a process of its own.
-fn start_baton(dir: &Path, port: u16, backend: u16) -> Killed {
+fn start_baton(dir: &Path, binary: &Path, port: u16, backend: u16) -> Killed {
+    fs::create_dir_all(dir).expect("a scratch directory");
     let conf = dir.join("baton.toml");
     fs::write(
         &conf,
@@ -339,7 +369,7 @@ fn start_baton(dir: &Path, port: u16, backend: u16) -> Killed {
         ),
     )
     .expect("baton config");
-    Command::new(env!("CARGO_BIN_EXE_baton"))
+    Command::new(binary)
         .args(["run", "--config", &conf.display().to_string()])
         // Like nginx's `access_log off`: the comparison is of proxying.
         .env("RUST_LOG", "warn")

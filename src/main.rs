@@ -11,6 +11,10 @@ use tracing_subscriber::EnvFilter;
 
 use baton::{Baton, Config, Listeners};
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// sysexits.h EX_USAGE-family code for "your input is wrong".
 const EXIT_CONFIG: u8 = 64;
 

@@ -73,10 +73,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
-        let service = service_fn(move |request| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, std::convert::Infallible>(service::handle(state, peer, request).await) }
-        });
+        // The handler's own future, not one wrapped in an `async` block that
+        // would keep room for the request beside the handler's copy of it.
+        let service = service_fn(move |request| service::handle(Arc::clone(&state), peer, request));
         let settings = Arc::clone(&settings);
         let drain = draining.subscribe();
         let mut hard_stop = hard_stop_rx.clone();

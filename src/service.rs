@@ -3,6 +3,8 @@
 //! continuation monitor); and the one place where a failed request turns
 //! into its problem+json answer and its access-log line.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -62,85 +64,94 @@ impl Drop for HeldMetric {
 /// The route label of requests that matched none.
 static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("none"));
 
-/// Handles one request; never fails, because every failure has an answer.
-pub async fn handle(
+/// Handles one request; never fails, because every failure has an answer
+/// (the `Result` is the one hyper's service wants).
+///
+/// An `async move` block rather than an `async fn`: an `async fn` keeps
+/// room for its arguments twice (as passed, and as moved into its body),
+/// and hyper keeps this future for the request's whole life, however long
+/// it is held.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+pub fn handle(
     state: Arc<State>,
     peer: SocketAddr,
     mut request: Request<Incoming>,
-) -> Response<Body> {
-    let started = Instant::now();
-    let request_id = correlation::request_id(request.headers_mut());
-    let traceparent = correlation::traceparent(request.headers_mut());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    // A request runs under the configuration it arrived with, whatever a
-    // reload does meanwhile.
-    let generation = state.current();
-    let span = info_span!(
-        "request",
-        request_id = request_id.to_str().unwrap_or_default(),
-        route = Empty,
-        job_id = Empty,
-        outcome = Empty,
-    );
-    debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
-    let mut exchange = Exchange::default();
-    let result = dispatch(&state, &generation, peer, request, started, &mut exchange)
-        .instrument(span.clone())
-        .await;
-    let outcome;
-    let mut reached_backend = true;
-    let mut response = match result {
-        Ok(response) => {
-            outcome = "ok";
-            response
-        }
-        Err(err) => {
-            outcome = err.slug();
-            reached_backend = !never_reached_backend(&err);
-            if err.status().is_server_error() {
-                warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+) -> impl Future<Output = Result<Response<Body>, Infallible>> {
+    async move {
+        let started = Instant::now();
+        let request_id = correlation::request_id(request.headers_mut());
+        let traceparent = correlation::traceparent(request.headers_mut());
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        // A request runs under the configuration it arrived with, whatever a
+        // reload does meanwhile.
+        let generation = state.current();
+        let span = info_span!(
+            "request",
+            request_id = request_id.to_str().unwrap_or_default(),
+            route = Empty,
+            job_id = Empty,
+            outcome = Empty,
+        );
+        debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
+        let mut exchange = Exchange::default();
+        let result = dispatch(&state, &generation, peer, request, started, &mut exchange)
+            .instrument(span.clone())
+            .await;
+        let outcome;
+        let mut reached_backend = true;
+        let mut response = match result {
+            Ok(response) => {
+                outcome = "ok";
+                response
             }
-            err.into_response(request_id.to_str().unwrap_or_default())
+            Err(err) => {
+                outcome = err.slug();
+                reached_backend = !never_reached_backend(&err);
+                if err.status().is_server_error() {
+                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+                }
+                err.into_response(request_id.to_str().unwrap_or_default())
+            }
+        };
+        span.record("outcome", outcome);
+        let route = exchange
+            .route
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
+        let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
+        if let Some(leader) = exchange.leader.take() {
+            // Boxed: only the requests that lead an idempotent job need room
+            // for it.
+            response = Box::pin(leader.finish(response, reached_backend)).await;
         }
-    };
-    span.record("outcome", outcome);
-    let route = exchange
-        .route
-        .clone()
-        .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
-    let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
-    if let Some(leader) = exchange.leader.take() {
-        // Boxed: only the requests that lead an idempotent job need room
-        // for it.
-        response = Box::pin(leader.finish(response, reached_backend)).await;
+        let headers = response.headers_mut();
+        headers.extend(std::mem::take(&mut exchange.extra));
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        headers.insert(correlation::TRACEPARENT, traceparent);
+        let elapsed = started.elapsed();
+        let labels = RouteOutcome { route, outcome };
+        state.metrics.requests.get_or_create(&labels).inc();
+        state
+            .metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        info!(
+            target: "baton::access",
+            parent: &span,
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            route = %labels.route,
+            request_id = request_id.to_str().unwrap_or_default(),
+            job_id = job_id.as_deref().unwrap_or("-"),
+            polls,
+            outcome,
+        );
+        Ok(response)
     }
-    let headers = response.headers_mut();
-    headers.extend(std::mem::take(&mut exchange.extra));
-    headers.insert(X_REQUEST_ID, request_id.clone());
-    headers.insert(correlation::TRACEPARENT, traceparent);
-    let elapsed = started.elapsed();
-    let labels = RouteOutcome { route, outcome };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .request_duration
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
-    info!(
-        target: "baton::access",
-        parent: &span,
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        route = %labels.route,
-        request_id = request_id.to_str().unwrap_or_default(),
-        job_id = job_id.as_deref().unwrap_or("-"),
-        polls,
-        outcome,
-    );
-    response
 }
 
 /// Counts what happened to the request's job; returns its id and polls
@@ -192,90 +203,94 @@ fn never_reached_backend(err: &Error) -> bool {
     )
 }
 
-async fn dispatch(
-    state: &State,
-    generation: &Generation,
+/// Like [`handle`], an `async move` block so it keeps its arguments once.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+fn dispatch<'a>(
+    state: &'a State,
+    generation: &'a Generation,
     peer: SocketAddr,
     request: Request<Incoming>,
     started: Instant,
-    exchange: &mut Exchange,
-) -> Result<Response<Body>, Error> {
-    let config = &generation.config;
-    let target_len = request
-        .uri()
-        .path_and_query()
-        .map_or(1, |p| p.as_str().len());
-    let size = headers::header_size(
-        request.method().as_str().len(),
-        target_len,
-        request.headers(),
-    );
-    if size > config.server.max_header_size {
-        return Err(ClientError::HeaderTooLarge {
-            size,
-            limit: config.server.max_header_size,
+    exchange: &'a mut Exchange,
+) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
+    async move {
+        let config = &generation.config;
+        let target_len = request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len());
+        let size = headers::header_size(
+            request.method().as_str().len(),
+            target_len,
+            request.headers(),
+        );
+        if size > config.server.max_header_size {
+            return Err(ClientError::HeaderTooLarge {
+                size,
+                limit: config.server.max_header_size,
+            }
+            .into());
         }
-        .into());
-    }
-    if let Some(token) = request.uri().path().strip_prefix(continuation::PREFIX) {
-        if request.method() == Method::GET {
-            let token = token.to_owned();
-            return Box::pin(monitor(
-                state, generation, peer, request, &token, started, exchange,
-            ))
-            .await;
+        if let Some(token) = request.uri().path().strip_prefix(continuation::PREFIX) {
+            if request.method() == Method::GET {
+                let token = token.to_owned();
+                return Box::pin(monitor(
+                    state, generation, peer, request, &token, started, exchange,
+                ))
+                .await;
+            }
         }
-    }
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host());
-    let route = router::find(&config.routes, request.method(), host, request.uri().path())
-        .ok_or_else(|| ClientError::NoRoute {
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-        })?;
-    exchange.route = Some(Arc::clone(&route.name));
-    tracing::Span::current().record("route", &*route.name);
-    let cx = forward(state, generation, route, peer)?;
-    // Each handler is boxed, so this future (which hyper keeps for the
-    // whole request) is only as large as the handler actually running:
-    // a held facade request does not carry room for a pass-through.
-    let Some(facade) = &route.facade else {
-        return Box::pin(proxy::forward(cx, request)).await;
-    };
-    hold_place(state, generation, route, exchange)?;
-    let env = job_env(state, generation, route);
-    if let Some(config) = &facade.idempotency {
-        if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
-            return Box::pin(idempotent::run(
-                cx,
-                facade,
-                config,
-                &state.idempotency,
-                request,
-                key,
-                started,
-                env,
-                &mut exchange.extra,
-                &mut exchange.leader,
-                &mut exchange.role,
-            ))
-            .await;
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host());
+        let route = router::find(&config.routes, request.method(), host, request.uri().path())
+            .ok_or_else(|| ClientError::NoRoute {
+                method: request.method().clone(),
+                path: request.uri().path().to_owned(),
+            })?;
+        exchange.route = Some(Arc::clone(&route.name));
+        tracing::Span::current().record("route", &*route.name);
+        let cx = forward(state, generation, route, peer)?;
+        // Each handler is boxed, so this future (which hyper keeps for the
+        // whole request) is only as large as the handler actually running:
+        // a held facade request does not carry room for a pass-through.
+        let Some(facade) = &route.facade else {
+            return Box::pin(proxy::forward(cx, request)).await;
+        };
+        hold_place(state, generation, route, exchange)?;
+        let env = job_env(state, generation, route);
+        if let Some(config) = &facade.idempotency {
+            if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
+                return Box::pin(idempotent::run(
+                    cx,
+                    facade,
+                    config,
+                    &state.idempotency,
+                    request,
+                    key,
+                    started,
+                    env,
+                    &mut exchange.extra,
+                    &mut exchange.leader,
+                    &mut exchange.role,
+                ))
+                .await;
+            }
         }
+        let request = request.map(body::stream);
+        Box::pin(job::handle(
+            cx,
+            facade,
+            request,
+            started,
+            env,
+            &mut exchange.extra,
+            &mut exchange.progress,
+        ))
+        .await
     }
-    let request = request.map(body::stream);
-    Box::pin(job::handle(
-        cx,
-        facade,
-        request,
-        started,
-        env,
-        &mut exchange.extra,
-        &mut exchange.progress,
-    ))
-    .await
 }
 
 /// What the facade needs from the process and the configuration.

@@ -26,6 +26,7 @@ pub mod schedule;
 pub mod submit;
 pub mod template;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,31 +112,37 @@ pub fn hold(facade: &AsyncRoute, headers: &HeaderMap, extra: &mut HeaderMap) -> 
 /// Runs an async route: submit the client's request and follow the job.
 /// `extra` collects headers for the client's answer whichever way it ends
 /// (`Preference-Applied` belongs on a 504 too).
-pub async fn handle(
-    cx: Forward<'_>,
-    facade: &AsyncRoute,
+///
+/// An `async move` block rather than an `async fn`, so its arguments are
+/// kept once, not twice, for as long as the request is held.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+pub fn handle<'a>(
+    cx: Forward<'a>,
+    facade: &'a AsyncRoute,
     request: Request<Body>,
     started: Instant,
-    env: JobEnv<'_>,
-    extra: &mut HeaderMap,
-    progress: &mut Progress,
-) -> Result<Response<Body>, Error> {
-    let (prefer, hold) = hold(facade, request.headers(), extra);
-    let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
-    // The submit runs in a box of its own that is gone once the job is
-    // accepted: a held request keeps only what following the job needs.
-    let accepted = Box::pin(submit_job(
-        &cx, &mut calls, request, &env, prefer, extra, progress,
-    ))
-    .await?;
-    let target = match accepted {
-        Accepted::Answer(answer) => return Ok(answer),
-        Accepted::Job(target) => target,
-    };
-    Box::pin(follow_and_answer(
-        &calls, target, started, hold, env, progress,
-    ))
-    .await
+    env: JobEnv<'a>,
+    extra: &'a mut HeaderMap,
+    progress: &'a mut Progress,
+) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
+    async move {
+        let (prefer, hold) = hold(facade, request.headers(), extra);
+        let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
+        // The submit runs in a box of its own that is gone once the job is
+        // accepted: a held request keeps only what following the job needs.
+        let accepted = Box::pin(submit_job(
+            &cx, &mut calls, request, &env, prefer, extra, progress,
+        ))
+        .await?;
+        let target = match accepted {
+            Accepted::Answer(answer) => return Ok(answer),
+            Accepted::Job(target) => target,
+        };
+        Box::pin(follow_and_answer(
+            &calls, target, started, hold, env, progress,
+        ))
+        .await
+    }
 }
 
 /// What the submit led to.
