@@ -103,6 +103,9 @@ fn main() {
     let quiet = Duration::from_secs(10);
     sleep(quiet);
     let ticks = cpu_ticks(&[pid]) - ticks_before;
+    // Again after the wait: what the allocator gave back meanwhile (pages
+    // freed during the ramp) no longer counts.
+    let rss_settled = rss(pid);
     let polls_during = polls.load(Ordering::Relaxed) - polls_before;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let per_request = (rss_plateau.saturating_sub(rss_before)) as f64 / (held - 100) as f64;
@@ -122,6 +125,14 @@ fn main() {
         "memory per held request: {:.0} bytes ({:.2} KiB; target <= 8 KiB, nginx ~9.9 KB)",
         per_request,
         per_request / 1024.0
+    );
+    let settled = (rss_settled.saturating_sub(rss_before)) as f64 / (held - 100) as f64;
+    println!(
+        "  after {}s of waiting: {:.1} MiB, {:.0} bytes ({:.2} KiB) per held request",
+        quiet.as_secs(),
+        rss_settled as f64 / 1048576.0,
+        settled,
+        settled / 1024.0
     );
     println!(
         "CPU while waiting: {:.1} % of one core over {}s ({} polls, {:.0}/s)",
