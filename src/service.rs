@@ -35,8 +35,9 @@ struct Exchange {
     /// Headers for the answer, success or failure.
     extra: HeaderMap,
     /// Set when this request leads an idempotent job (and then holds the
-    /// job's progress).
-    leader: Option<Leader>,
+    /// job's progress). Boxed: every request's future has room for this,
+    /// and most never lead one.
+    leader: Option<Box<Leader>>,
     /// The job's progress when this request does not lead one.
     progress: Progress,
     /// `latched` or `replayed`: the answer came from another request's job.

@@ -75,7 +75,7 @@ pub async fn run(
     started: Instant,
     env: JobEnv<'_>,
     extra: &mut HeaderMap,
-    leader: &mut Option<Leader>,
+    leader: &mut Option<Box<Leader>>,
     role: &mut Option<&'static str>,
 ) -> Result<Response<Body>, Error> {
     let scope = config
@@ -134,7 +134,7 @@ pub async fn run(
                 }
             }
             Begin::Lead => {
-                let lead = leader.insert(Leader::new(store, key.clone(), config));
+                let lead = leader.insert(Box::new(Leader::new(store, key.clone(), config)));
                 let request = Request::from_parts(parts, body::full(bytes));
                 let env = JobEnv {
                     record: Some((&**store, &key)),
@@ -152,7 +152,7 @@ pub async fn run(
                 .await;
             }
             Begin::Resume(ticket) => {
-                let lead = leader.insert(Leader::new(store, key, config));
+                let lead = leader.insert(Box::new(Leader::new(store, key, config)));
                 return Box::pin(job::resume(
                     cx,
                     facade,
