@@ -33,7 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 mod support;
-use support::{clock_ticks, cpu_ticks, free_port, wait_ready, Killed};
+use support::{clock_ticks, cpu_ticks, free_port, rss, wait_ready, Killed};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -282,22 +282,4 @@ async fn job_api(submits: Arc<AtomicUsize>, polls: Arc<AtomicUsize>) -> std::net
         }
     });
     addr
-}
-
-/// Resident memory of `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|k| k.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
 }

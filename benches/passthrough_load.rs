@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod support;
-use support::{clock_ticks, cpu_ticks, free_port, wait_ready, Killed};
+use support::{clock_ticks, cpu_ticks, free_port, rss, wait_ready, Killed};
 
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 5;
@@ -117,10 +117,23 @@ fn main() {
     fs::write(&post, "wrk.method = \"POST\"\nwrk.body = \"{}\"\n").expect("wrk script");
     let mut facade_runs = Vec::new();
     let mut plain_runs = Vec::new();
-    for _ in 0..ROUNDS {
+    // Resident memory after the first round (pools, arenas and the route's
+    // timings warm) and after the last: what each facade request leaves
+    // behind, if anything grows with the count of requests.
+    let mut rss_warm = 0;
+    for round in 0..ROUNDS {
         facade_runs.push(run(baton_port, "/jobs", &[baton.id()], Some(&post)));
         plain_runs.push(run(baton_port, "/small", &[baton.id()], None));
+        if round == 0 {
+            rss_warm = rss(baton.id());
+        }
     }
+    let rss_end = rss(baton.id());
+    let later_requests: f64 = facade_runs[1..]
+        .iter()
+        .chain(&plain_runs[1..])
+        .map(|r| r.rps * f64::from(SECONDS))
+        .sum();
     let f = Summary::of(&facade_runs);
     let p = Summary::of(&plain_runs);
     println!(
@@ -138,6 +151,13 @@ facade (submit + 1 poll + fetch) vs pass-through, Baton's CPU"
     println!(
         "  facade / pass-through CPU: {:.2}x (target <= 3.30x: 1.1 x 3 backend calls)",
         f.cpu_us / p.cpu_us
+    );
+    println!(
+        "  Baton RSS after the first round {:.1} MiB, after the last {:.1} MiB: {:+.2} bytes per request over {:.0} more requests",
+        rss_warm as f64 / 1048576.0,
+        rss_end as f64 / 1048576.0,
+        (rss_end as f64 - rss_warm as f64) / later_requests,
+        later_requests
     );
     drop(baton);
     drop(proxy);
