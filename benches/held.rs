@@ -95,9 +95,14 @@ fn main() {
         hold(&mut clients, port, batch, &submits);
     }
     let ramp = started.elapsed();
-    // Let every job get its first poll, then measure the plateau.
     sleep(Duration::from_secs(3));
     let rss_plateau = rss(pid);
+    // The CPU window starts once the polls have (the first jobs' first
+    // polls come `Retry-After: 60` after their submits), so waiting is
+    // measured with its polls, not before them.
+    while polls.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(90) {
+        sleep(Duration::from_millis(200));
+    }
     let ticks_before = cpu_ticks(&[pid]);
     let polls_before = polls.load(Ordering::Relaxed);
     let quiet = Duration::from_secs(10);
