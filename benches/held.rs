@@ -35,6 +35,8 @@ use hyper_util::server::conn::auto;
 mod support;
 use support::{clock_ticks, cpu_ticks, free_port, rss, wait_ready, Killed};
 
+// The bare server (this bench re-run) allocates as Baton does, so the two
+// figures split one total.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -11,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use baton::{Baton, Config, Listeners};
 
+// Page-aligned size classes with no headers in the block: the untouched
+// parts of a held connection's buffers stay out of memory (BENCHMARKS.md).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
