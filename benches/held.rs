@@ -97,6 +97,7 @@ fn main() {
         hold(&mut clients, port, batch, &submits);
     }
     let ramp = started.elapsed();
+    // The last submits' answers settle before the plateau is read.
     sleep(Duration::from_secs(3));
     let rss_plateau = rss(pid);
     // The CPU window starts once the polls have (the first jobs' first
