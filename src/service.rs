@@ -71,13 +71,16 @@ static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc
 /// An `async move` block rather than an `async fn`: an `async fn` keeps
 /// room for its arguments twice (as passed, and as moved into its body),
 /// and hyper keeps this future for the request's whole life, however long
-/// it is held.
+/// it is held. For the same reason the request travels boxed: a future
+/// keeps room for what it captured after it has passed it on, and the
+/// request, passed down three layers, would be kept three times.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub fn handle(
     state: Arc<State>,
     peer: SocketAddr,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> {
+    let mut request = Box::new(request);
     async move {
         let started = Instant::now();
         let request_id = correlation::request_id(request.headers_mut());
@@ -210,7 +213,7 @@ fn dispatch<'a>(
     state: &'a State,
     generation: &'a Generation,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    request: Box<Request<Incoming>>,
     started: Instant,
     exchange: &'a mut Exchange,
 ) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
@@ -236,7 +239,13 @@ fn dispatch<'a>(
             if request.method() == Method::GET {
                 let token = token.to_owned();
                 return Box::pin(monitor(
-                    state, generation, peer, request, &token, started, exchange,
+                    state,
+                    generation,
+                    peer,
+                    unbox(request),
+                    &token,
+                    started,
+                    exchange,
                 ))
                 .await;
             }
@@ -258,7 +267,7 @@ fn dispatch<'a>(
         // whole request) is only as large as the handler actually running:
         // a held facade request does not carry room for a pass-through.
         let Some(facade) = &route.facade else {
-            return Box::pin(proxy::forward(cx, request)).await;
+            return Box::pin(proxy::forward(cx, unbox(request))).await;
         };
         hold_place(state, generation, route, exchange)?;
         let env = job_env(state, generation, route);
@@ -269,7 +278,7 @@ fn dispatch<'a>(
                     facade,
                     config,
                     &state.idempotency,
-                    request,
+                    unbox(request),
                     key,
                     started,
                     env,
@@ -280,7 +289,7 @@ fn dispatch<'a>(
                 .await;
             }
         }
-        let request = request.map(body::stream);
+        let request = Box::new(unbox(request).map(body::stream));
         Box::pin(job::handle(
             cx,
             facade,
@@ -292,6 +301,14 @@ fn dispatch<'a>(
         ))
         .await
     }
+}
+
+/// Takes the request out of its box and frees the box now. Moving out of
+/// a box in place (`*request`) would free it only when the binding goes
+/// out of scope: at the end of the request, however long it is held.
+#[allow(clippy::boxed_local)] // taking the box is the point
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 /// What the facade needs from the process and the configuration.

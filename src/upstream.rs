@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
 use crate::body::{self, Body};
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, Config, Origin};
 use crate::error::{chain, BackendError, ClientError, Error};
 use crate::metrics::{BackendKind, BackendLabel, Metrics};
 
@@ -37,6 +37,9 @@ pub struct Upstream {
     /// `Host` for requests that do not keep the client's, made once; `None`
     /// only if the authority could not be a header value.
     pub host: Option<HeaderValue>,
+    /// Where this backend's URLs point, for the origin checks of the job
+    /// calls; made once rather than per request.
+    pub origin: Origin,
 }
 
 /// Upstreams by backend name, built once per config: one per lane, so
@@ -88,6 +91,7 @@ impl Upstreams {
                         backend: backend.name.clone(),
                     },
                     host: HeaderValue::from_str(backend.authority.as_str()).ok(),
+                    origin: Origin::of(&backend.scheme, &backend.authority),
                 })
                 .collect();
             by_name.insert(backend.name.clone(), upstreams);

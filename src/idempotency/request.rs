@@ -135,7 +135,7 @@ pub async fn run(
             }
             Begin::Lead => {
                 let lead = leader.insert(Box::new(Leader::new(store, key.clone(), config)));
-                let request = Request::from_parts(parts, body::full(bytes));
+                let request = Box::new(Request::from_parts(parts, body::full(bytes)));
                 let env = JobEnv {
                     record: Some((&**store, &key)),
                     ..env

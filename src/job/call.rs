@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use url::Url;
@@ -21,15 +21,22 @@ use crate::error::{Error, JobError, JobRef};
 use crate::headers::X_REQUEST_ID;
 use crate::upstream::Upstream;
 
+/// The client's correlation headers, which every call of its job carries.
+const CORRELATION: [HeaderName; 2] = [X_REQUEST_ID, TRACEPARENT];
+
 /// What every call of one job needs.
 pub struct JobCalls<'a> {
     pub route: &'a Route,
     pub facade: &'a AsyncRoute,
     pub upstream: &'a Upstream,
-    backend_origin: Origin,
-    /// Sent with every call: correlation and the route's poll headers.
-    common: HeaderMap,
-    /// Sent only to the backend's own origin.
+    backend_origin: &'a Origin,
+    /// Sent with every call, after the route's poll headers: the client's
+    /// request id and `traceparent`. Two values rather than a map of them:
+    /// a held request keeps these for its whole life, and a map's first
+    /// entry costs a table for eight.
+    correlation: [Option<HeaderValue>; 2],
+    /// Sent only to the backend's own origin (empty, and unallocated, on
+    /// routes that forward no credentials).
     credentials: HeaderMap,
     /// The job as the client may see it in errors.
     pub job: JobRef,
@@ -43,13 +50,7 @@ impl<'a> JobCalls<'a> {
         upstream: &'a Upstream,
         client_headers: &HeaderMap,
     ) -> Self {
-        let backend = &upstream.config;
-        let mut common = facade.poll_headers.clone();
-        for name in [X_REQUEST_ID, TRACEPARENT] {
-            if let Some(value) = client_headers.get(&name) {
-                common.insert(name, value.clone());
-            }
-        }
+        let correlation = CORRELATION.map(|name| client_headers.get(name).cloned());
         let mut credentials = HeaderMap::new();
         for name in &facade.credential_headers {
             for value in client_headers.get_all(name) {
@@ -60,8 +61,8 @@ impl<'a> JobCalls<'a> {
             route,
             facade,
             upstream,
-            backend_origin: Origin::of(&backend.scheme, &backend.authority),
-            common,
+            backend_origin: &upstream.origin,
+            correlation,
             credentials,
             job: JobRef::default(),
         }
@@ -81,7 +82,7 @@ impl<'a> JobCalls<'a> {
         let origin = origin_of(&url);
         let allowed = origin
             .as_ref()
-            .is_some_and(|o| *o == self.backend_origin || self.facade.allow_origins.contains(o));
+            .is_some_and(|o| o == self.backend_origin || self.facade.allow_origins.contains(o));
         if !allowed {
             return Err(self.fail(JobError::OffOrigin {
                 url: url.to_string(),
@@ -91,7 +92,7 @@ impl<'a> JobCalls<'a> {
     }
 
     fn same_origin(&self, url: &Url) -> bool {
-        origin_of(url).is_some_and(|o| o == self.backend_origin)
+        origin_of(url).is_some_and(|o| o == *self.backend_origin)
     }
 
     /// A bodiless call (poll, fetch, cancel) to an already-resolved URL.
@@ -104,7 +105,12 @@ impl<'a> JobCalls<'a> {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
-        headers.clone_from(&self.common);
+        headers.clone_from(&self.facade.poll_headers);
+        for (name, value) in CORRELATION.iter().zip(&self.correlation) {
+            if let Some(value) = value {
+                headers.insert(name, value.clone());
+            }
+        }
         if self.same_origin(url) {
             for (name, value) in &self.credentials {
                 headers.append(name, value.clone());

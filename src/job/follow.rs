@@ -50,131 +50,136 @@ pub enum Followed {
     Drained,
 }
 
-pub async fn follow(
-    calls: &JobCalls<'_>,
-    status_url: &Url,
+/// An `async move` block rather than an `async fn`, so a held request
+/// keeps its arguments once (see [`super::handle`]).
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+pub fn follow<'a>(
+    calls: &'a JobCalls<'a>,
+    status_url: &'a Url,
     deadline: Instant,
-    pace: Pace<'_>,
+    pace: Pace<'a>,
     mut drain: tokio::sync::watch::Receiver<bool>,
-    metrics: &Metrics,
-    polls: &mut u32,
-) -> Result<Followed, Error> {
-    let facade = calls.facade;
-    let route = RouteLabel {
-        route: calls.route.name.to_string(),
-    };
-    let learn = pace.learn.filter(|_| facade.poll.adaptive);
-    let plan = learn.and_then(|(timing, _)| timing.plan());
-    let mut schedule = Schedule::new(&facade.poll)
-        .with_floor(pace.floor)
-        .with_plan(
-            plan,
-            learn.map_or_else(Instant::now, |(_, started)| started),
-        );
-    // What a job with a Retry-After takes says nothing about its peers'
-    // natural length: learn only from jobs polled on Baton's own schedule.
-    let mut learning = learn.filter(|_| matches!(pace.first, FirstPoll::After(None)));
-    let mut last_running = std::time::Duration::ZERO;
-    let mut delay = match pace.first {
-        FirstPoll::After(retry_after) => schedule.next(retry_after),
-        FirstPoll::Now => std::time::Duration::ZERO,
-    };
-    let mut failures = 0u32;
-    loop {
-        let wake = Instant::now() + delay;
-        tokio::select! {
-            () = tokio::time::sleep_until(wake.min(deadline)) => {}
-            _ = drain.wait_for(|now| *now) => return Ok(Followed::Drained),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(Followed::TimedOut);
-        }
-        let timeout = facade.poll.timeout.min(deadline - now);
-        let request = calls.request(Method::GET, status_url)?;
-        *polls += 1;
-        metrics.polls.get_or_create(&route).inc();
-        let outcome: Result<(), (&str, String, Option<std::time::Duration>)> =
-            // Boxed, like every transient call below: a held request's
-            // state machine is as large as its largest await, and it spends
-            // its life asleep between polls.
-            match Box::pin(calls.send(request, timeout)).await {
-                Ok(response) if is_transient(response.status()) => {
-                    let asked = schedule::retry_after(response.headers(), SystemTime::now());
-                    let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                        "throttled"
-                    } else {
-                        "server_error"
-                    };
-                    Err((
-                        kind,
-                        format!("the status monitor answered {}", response.status()),
-                        asked,
-                    ))
-                }
-                Ok(response) => {
-                    let (parts, incoming) = response.into_parts();
-                    let body = Box::pin(super::read_limited(incoming, facade.max_status_body, "status body"))
-                        .await
-                        .map_err(|kind| calls.fail(kind))?;
-                    let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
-                    match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
-                        .map_err(|kind| calls.fail(kind))?
-                    {
-                        JobState::Running { retry_after } => {
-                            failures = 0;
-                            if retry_after.is_some() {
-                                learning = None;
-                            }
-                            if let Some((_, started)) = learning {
-                                last_running = started.elapsed();
-                            }
-                            delay = schedule.next(retry_after);
-                            continue;
-                        }
-                        JobState::Succeeded { result } => {
-                            if let Some((timing, started)) = learning {
-                                timing.record(last_running, started.elapsed());
-                            }
-                            return Ok(Followed::Done(answer, result));
-                        }
-                        JobState::Failed { problem } => {
-                            return Err(calls.fail(JobError::Failed {
-                                status: facade.failure.status,
-                                error: problem,
-                            }))
-                        }
-                        JobState::Canceled => return Err(calls.fail(JobError::Canceled)),
-                        JobState::Gone(status) => return Err(calls.fail(JobError::Gone(status))),
-                    }
-                }
-                // Only calls that never got an answer land here: connect errors,
-                // resets, per-call timeouts.
-                Err(err) => {
-                    let kind = match &err {
-                        Error::Backend { kind, .. } => kind.slug(),
-                        _ => "other",
-                    };
-                    Err((kind, crate::error::chain(&err), None))
-                }
-            };
-        if let Err((kind, cause, asked)) = outcome {
-            metrics
-                .poll_errors
-                .get_or_create(&RouteKind {
-                    route: route.route.clone(),
-                    kind: kind.to_owned(),
-                })
-                .inc();
-            failures += 1;
-            tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
-            if failures >= facade.poll.max_failures {
-                return Err(calls.fail(JobError::PollFailed {
-                    attempts: failures,
-                    cause,
-                }));
+    metrics: &'a Metrics,
+    polls: &'a mut u32,
+) -> impl std::future::Future<Output = Result<Followed, Error>> + 'a {
+    async move {
+        let facade = calls.facade;
+        let route = RouteLabel {
+            route: calls.route.name.to_string(),
+        };
+        let learn = pace.learn.filter(|_| facade.poll.adaptive);
+        let plan = learn.and_then(|(timing, _)| timing.plan());
+        let mut schedule = Schedule::new(&facade.poll)
+            .with_floor(pace.floor)
+            .with_plan(
+                plan,
+                learn.map_or_else(Instant::now, |(_, started)| started),
+            );
+        // What a job with a Retry-After takes says nothing about its peers'
+        // natural length: learn only from jobs polled on Baton's own schedule.
+        let mut learning = learn.filter(|_| matches!(pace.first, FirstPoll::After(None)));
+        let mut last_running = std::time::Duration::ZERO;
+        let mut delay = match pace.first {
+            FirstPoll::After(retry_after) => schedule.next(retry_after),
+            FirstPoll::Now => std::time::Duration::ZERO,
+        };
+        let mut failures = 0u32;
+        loop {
+            let wake = Instant::now() + delay;
+            tokio::select! {
+                () = tokio::time::sleep_until(wake.min(deadline)) => {}
+                _ = drain.wait_for(|now| *now) => return Ok(Followed::Drained),
             }
-            delay = schedule.next(asked);
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Followed::TimedOut);
+            }
+            let timeout = facade.poll.timeout.min(deadline - now);
+            let request = calls.request(Method::GET, status_url)?;
+            *polls += 1;
+            metrics.polls.get_or_create(&route).inc();
+            let outcome: Result<(), (&str, String, Option<std::time::Duration>)> =
+                // Boxed, like every transient call below: a held request's
+                // state machine is as large as its largest await, and it spends
+                // its life asleep between polls.
+                match Box::pin(calls.send(request, timeout)).await {
+                    Ok(response) if is_transient(response.status()) => {
+                        let asked = schedule::retry_after(response.headers(), SystemTime::now());
+                        let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                            "throttled"
+                        } else {
+                            "server_error"
+                        };
+                        Err((
+                            kind,
+                            format!("the status monitor answered {}", response.status()),
+                            asked,
+                        ))
+                    }
+                    Ok(response) => {
+                        let (parts, incoming) = response.into_parts();
+                        let body = Box::pin(super::read_limited(incoming, facade.max_status_body, "status body"))
+                            .await
+                            .map_err(|kind| calls.fail(kind))?;
+                        let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
+                        match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
+                            .map_err(|kind| calls.fail(kind))?
+                        {
+                            JobState::Running { retry_after } => {
+                                failures = 0;
+                                if retry_after.is_some() {
+                                    learning = None;
+                                }
+                                if let Some((_, started)) = learning {
+                                    last_running = started.elapsed();
+                                }
+                                delay = schedule.next(retry_after);
+                                continue;
+                            }
+                            JobState::Succeeded { result } => {
+                                if let Some((timing, started)) = learning {
+                                    timing.record(last_running, started.elapsed());
+                                }
+                                return Ok(Followed::Done(answer, result));
+                            }
+                            JobState::Failed { problem } => {
+                                return Err(calls.fail(JobError::Failed {
+                                    status: facade.failure.status,
+                                    error: problem,
+                                }))
+                            }
+                            JobState::Canceled => return Err(calls.fail(JobError::Canceled)),
+                            JobState::Gone(status) => return Err(calls.fail(JobError::Gone(status))),
+                        }
+                    }
+                    // Only calls that never got an answer land here: connect errors,
+                    // resets, per-call timeouts.
+                    Err(err) => {
+                        let kind = match &err {
+                            Error::Backend { kind, .. } => kind.slug(),
+                            _ => "other",
+                        };
+                        Err((kind, crate::error::chain(&err), None))
+                    }
+                };
+            if let Err((kind, cause, asked)) = outcome {
+                metrics
+                    .poll_errors
+                    .get_or_create(&RouteKind {
+                        route: route.route.clone(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc();
+                failures += 1;
+                tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
+                if failures >= facade.poll.max_failures {
+                    return Err(calls.fail(JobError::PollFailed {
+                        attempts: failures,
+                        cause,
+                    }));
+                }
+                delay = schedule.next(asked);
+            }
         }
     }
 }

@@ -119,7 +119,7 @@ pub fn hold(facade: &AsyncRoute, headers: &HeaderMap, extra: &mut HeaderMap) -> 
 pub fn handle<'a>(
     cx: Forward<'a>,
     facade: &'a AsyncRoute,
-    request: Request<Body>,
+    request: Box<Request<Body>>,
     started: Instant,
     env: JobEnv<'a>,
     extra: &'a mut HeaderMap,
@@ -158,7 +158,7 @@ enum Accepted {
 async fn submit_job(
     cx: &Forward<'_>,
     calls: &mut JobCalls<'_>,
-    request: Request<Body>,
+    request: Box<Request<Body>>,
     env: &JobEnv<'_>,
     prefer: Prefer,
     extra: &mut HeaderMap,
@@ -178,10 +178,10 @@ async fn submit_job(
                 callback::PATH,
                 registration.token
             );
-            let request = carry(callback, request, &url, cx.max_request_body).await?;
+            let request = carry(callback, *request, &url, cx.max_request_body).await?;
             (Some(registration), request)
         }
-        None => (None, request),
+        None => (None, *request),
     };
     let mut submit = proxy::prepare(cx, request)?;
     for name in facade.submit_headers.keys() {
@@ -200,15 +200,17 @@ async fn submit_job(
         Submitted::Answer(answer) => return Ok(Accepted::Answer(answer)),
         Submitted::Job(job) => job,
     };
-    let ticket = Ticket {
+    // The progress keeps the job's one ticket, from the moment it exists:
+    // the idempotency layer and the log read it there, and a continuation
+    // monitor is made from it.
+    progress.submit = Submission::Accepted(Ticket {
         route: cx.route.name.to_string(),
         status_url: job.status_url.to_string(),
         job_id: job.id.clone(),
         original: submit_url.to_string(),
-    };
-    progress.submit = Submission::Accepted(ticket.clone());
+    });
     tracing::Span::current().record("job_id", job.id.as_str());
-    if let Some((store, key)) = env.record {
+    if let (Some((store, key)), Submission::Accepted(ticket)) = (env.record, &progress.submit) {
         if let Err(e) = store.submitted(key, ticket.clone()).await {
             tracing::warn!(error = %e, "could not record the accepted job for retries");
         }
@@ -228,7 +230,6 @@ async fn submit_job(
     Ok(Accepted::Job(Box::new(Target {
         status_url: job.status_url,
         original: submit_url,
-        ticket,
         first_poll: FirstPoll::After(job.retry_after),
         submitted: Some(submitted),
         callback: registration,
@@ -261,13 +262,12 @@ pub async fn resume(
         id: Some(ticket.job_id.clone()),
         status_url: Some(calls.public_url(&status_url)),
     };
-    progress.submit = Submission::Accepted(ticket.clone());
-    progress.resumed = true;
     tracing::Span::current().record("job_id", ticket.job_id.as_str());
+    progress.submit = Submission::Accepted(ticket);
+    progress.resumed = true;
     let target = Box::new(Target {
         status_url,
         original,
-        ticket,
         first_poll: FirstPoll::Now,
         submitted: None,
         callback: None,
@@ -282,7 +282,6 @@ pub async fn resume(
 struct Target {
     status_url: Url,
     original: Url,
-    ticket: Ticket,
     first_poll: FirstPoll,
     /// When the submit went out; unknown for a resumed job.
     submitted: Option<Instant>,
@@ -300,110 +299,119 @@ enum Ended {
     CalledBack(Arc<Delivery>),
 }
 
-async fn follow_and_answer(
-    calls: &JobCalls<'_>,
+/// Like [`handle`], an `async move` block so it keeps its arguments once:
+/// this is the future a held request sleeps in.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+fn follow_and_answer<'a>(
+    calls: &'a JobCalls<'a>,
     mut target: Box<Target>,
     started: Instant,
     hold: Duration,
-    env: JobEnv<'_>,
-    progress: &mut Progress,
-) -> Result<Response<Body>, Error> {
-    let facade = calls.facade;
-    let deadline = started + hold;
-    let cancel = CancelGuard::new(calls, &target)?;
-    let callback = facade.callback.as_ref();
-    // Polling runs unless the job answers by callback alone; then only the
-    // deadline and shutdown end the wait.
-    let polling = async {
-        match callback {
-            Some(c) if !c.poll_too => Ok(wait_out(deadline, env.drain.clone()).await),
-            _ => {
-                follow::follow(
-                    calls,
-                    &target.status_url,
-                    deadline,
-                    Pace {
-                        first: target.first_poll,
-                        floor: callback.map(|c| c.poll_interval),
-                        learn: env.timing.zip(target.submitted),
-                    },
-                    env.drain.clone(),
-                    env.metrics,
-                    &mut progress.polls,
-                )
+    env: JobEnv<'a>,
+    progress: &'a mut Progress,
+) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
+    async move {
+        let facade = calls.facade;
+        let deadline = started + hold;
+        let cancel = CancelGuard::new(calls, &target)?;
+        let callback = facade.callback.as_ref();
+        // Polling runs unless the job answers by callback alone; then only the
+        // deadline and shutdown end the wait.
+        let polling = async {
+            match callback {
+                Some(c) if !c.poll_too => Ok(wait_out(deadline, env.drain.clone()).await),
+                _ => {
+                    follow::follow(
+                        calls,
+                        &target.status_url,
+                        deadline,
+                        Pace {
+                            first: target.first_poll,
+                            floor: callback.map(|c| c.poll_interval),
+                            learn: env.timing.zip(target.submitted),
+                        },
+                        env.drain.clone(),
+                        env.metrics,
+                        &mut progress.polls,
+                    )
+                    .await
+                }
+            }
+        };
+        let ended = match target.callback.as_mut() {
+            // Boxed, so routes without callbacks do not carry room for both.
+            Some(registration) => {
+                Box::pin(async {
+                    tokio::select! {
+                        delivery = registration.arrived() => Ended::CalledBack(delivery),
+                        followed = polling => Ended::Followed(followed),
+                    }
+                })
                 .await
             }
-        }
-    };
-    let ended = match target.callback.as_mut() {
-        // Boxed, so routes without callbacks do not carry room for both.
-        Some(registration) => {
-            Box::pin(async {
-                tokio::select! {
-                    delivery = registration.arrived() => Ended::CalledBack(delivery),
-                    followed = polling => Ended::Followed(followed),
+            None => Ended::Followed(polling.await),
+        };
+        let followed = match ended {
+            Ended::Followed(followed) => followed,
+            Ended::CalledBack(delivery) => {
+                cancel.disarm();
+                progress.succeeded = true;
+                return called_back(calls, callback, &delivery);
+            }
+        };
+        let monitor = match &progress.submit {
+            Submission::Accepted(ticket) if facade.on_timeout != OnTimeout::GatewayTimeout => {
+                Some(env.continuation.monitor(ticket))
+            }
+            _ => None,
+        };
+        match followed {
+            Ok(Followed::Done(last, done)) => {
+                cancel.disarm();
+                progress.succeeded = true;
+                let done_at = Instant::now();
+                let answer = Box::pin(fetch::result(
+                    calls,
+                    &target.status_url,
+                    last,
+                    done,
+                    &target.original,
+                ))
+                .await;
+                env.metrics
+                    .completion_delay
+                    .get_or_create(&RouteLabel {
+                        route: calls.route.name.to_string(),
+                    })
+                    .observe(done_at.elapsed().as_secs_f64());
+                answer
+            }
+            Ok(Followed::TimedOut) => {
+                if facade.cancel.on_timeout {
+                    cancel.fire();
+                } else {
+                    cancel.disarm();
+                    progress.job_goes_on = true;
                 }
-            })
-            .await
-        }
-        None => Ended::Followed(polling.await),
-    };
-    let followed = match ended {
-        Ended::Followed(followed) => followed,
-        Ended::CalledBack(delivery) => {
-            cancel.disarm();
-            progress.succeeded = true;
-            return called_back(calls, callback, &delivery);
-        }
-    };
-    let monitor = (facade.on_timeout != OnTimeout::GatewayTimeout)
-        .then(|| env.continuation.monitor(&target.ticket));
-    match followed {
-        Ok(Followed::Done(last, done)) => {
-            cancel.disarm();
-            progress.succeeded = true;
-            let done_at = Instant::now();
-            let answer = Box::pin(fetch::result(
-                calls,
-                &target.status_url,
-                last,
-                done,
-                &target.original,
-            ))
-            .await;
-            env.metrics
-                .completion_delay
-                .get_or_create(&RouteLabel {
-                    route: calls.route.name.to_string(),
-                })
-                .observe(done_at.elapsed().as_secs_f64());
-            answer
-        }
-        Ok(Followed::TimedOut) => {
-            if facade.cancel.on_timeout {
-                cancel.fire();
-            } else {
+                match (facade.on_timeout, monitor) {
+                    (OnTimeout::Accepted, Some(monitor)) => {
+                        Ok(continue_at(calls, StatusCode::ACCEPTED, &monitor))
+                    }
+                    (OnTimeout::Redirect, Some(monitor)) => {
+                        Ok(continue_at(calls, StatusCode::SEE_OTHER, &monitor))
+                    }
+                    _ => Err(calls.fail(JobError::Timeout(hold))),
+                }
+            }
+            Ok(Followed::Drained) => {
                 cancel.disarm();
                 progress.job_goes_on = true;
+                Err(calls.fail(JobError::Drained { monitor }))
             }
-            match (facade.on_timeout, monitor) {
-                (OnTimeout::Accepted, Some(monitor)) => {
-                    Ok(continue_at(calls, StatusCode::ACCEPTED, &monitor))
-                }
-                (OnTimeout::Redirect, Some(monitor)) => {
-                    Ok(continue_at(calls, StatusCode::SEE_OTHER, &monitor))
-                }
-                _ => Err(calls.fail(JobError::Timeout(hold))),
+            Err(err) => {
+                cancel.disarm();
+                Err(err)
             }
-        }
-        Ok(Followed::Drained) => {
-            cancel.disarm();
-            progress.job_goes_on = true;
-            Err(calls.fail(JobError::Drained { monitor }))
-        }
-        Err(err) => {
-            cancel.disarm();
-            Err(err)
         }
     }
 }
@@ -584,7 +592,7 @@ impl CancelGuard {
         let cancel_call = if cancel.on_disconnect || cancel.on_timeout {
             let vars = template::Vars {
                 status_url: Some(job.status_url.as_str()),
-                job_id: Some(&job.ticket.job_id),
+                job_id: calls.job.id.as_deref(),
             };
             let target = cancel
                 .url
