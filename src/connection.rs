@@ -68,41 +68,47 @@ enum Protocol {
 
 /// Serves `stream` until it closes, or closes it gracefully (in-flight
 /// requests finish, then it closes) once `draining` turns true.
-pub async fn serve<S>(
+///
+/// An `async move` block rather than an `async fn`, so the task keeps its
+/// arguments once for the connection's whole life.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+pub fn serve<S>(
     stream: TcpStream,
     service: S,
     settings: &Settings,
     mut draining: watch::Receiver<bool>,
-) -> Result<(), hyper::Error>
+) -> impl Future<Output = Result<(), hyper::Error>> + '_
 where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    // A client that connects and says nothing is dropped like one that
-    // sends half a request head (slowloris), and at once when draining.
-    let protocol = tokio::select! {
-        sniffed = tokio::time::timeout(settings.header_read_timeout, sniff(&stream)) => {
-            match sniffed {
-                Ok(Ok(Some(protocol))) => protocol,
-                _ => return Ok(()),
+    async move {
+        // A client that connects and says nothing is dropped like one that
+        // sends half a request head (slowloris), and at once when draining.
+        let protocol = tokio::select! {
+            sniffed = tokio::time::timeout(settings.header_read_timeout, sniff(&stream)) => {
+                match sniffed {
+                    Ok(Ok(Some(protocol))) => protocol,
+                    _ => return Ok(()),
+                }
             }
-        }
-        _ = draining.wait_for(|now| *now) => return Ok(()),
-    };
-    let io = TokioIo::new(stream);
-    // A connection's state lives in its task for as long as the client
-    // stays, so each is stored once: pinned here, and borrowed by the
-    // drain. HTTP/2's state is twice HTTP/1's and a task is as large as its
-    // largest branch, so it goes in a box of its own rather than make every
-    // HTTP/1 connection pay for it.
-    match protocol {
-        Protocol::Http1 => {
-            let connection = pin!(settings.http1.serve_connection(io, service).with_upgrades());
-            until_drained(connection, draining, |c| c.graceful_shutdown()).await
-        }
-        Protocol::Http2 => {
-            let mut connection = Box::pin(settings.http2.serve_connection(io, service));
-            until_drained(connection.as_mut(), draining, |c| c.graceful_shutdown()).await
+            _ = draining.wait_for(|now| *now) => return Ok(()),
+        };
+        let io = TokioIo::new(stream);
+        // A connection's state lives in its task for as long as the client
+        // stays, so each is stored once: pinned here, and borrowed by the
+        // drain. HTTP/2's state is twice HTTP/1's and a task is as large as its
+        // largest branch, so it goes in a box of its own rather than make every
+        // HTTP/1 connection pay for it.
+        match protocol {
+            Protocol::Http1 => {
+                let connection = pin!(settings.http1.serve_connection(io, service).with_upgrades());
+                until_drained(connection, draining, |c| c.graceful_shutdown()).await
+            }
+            Protocol::Http2 => {
+                let mut connection = Box::pin(settings.http2.serve_connection(io, service));
+                until_drained(connection.as_mut(), draining, |c| c.graceful_shutdown()).await
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::future::{Either, FutureExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -92,12 +93,17 @@ impl Lanes {
                 return;
             }
         };
-        lane.handle.spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve(stream).await,
-                Err(e) => tracing::debug!(error = %e, "a lane could not take a connection"),
+        // `lazy` then `flatten` rather than an `async` block: the task then
+        // holds the closure or the connection's future, never room for both,
+        // and it holds it for as long as the client stays.
+        let start = futures_util::future::lazy(move |_| match TcpStream::from_std(stream) {
+            Ok(stream) => Either::Left(serve(stream)),
+            Err(e) => {
+                tracing::debug!(error = %e, "a lane could not take a connection");
+                Either::Right(std::future::ready(()))
             }
         });
+        lane.handle.spawn(start.flatten());
     }
 
     /// Stops the lane threads once serving is over, and waits for them.
