@@ -97,9 +97,9 @@ where
         let io = TokioIo::new(stream);
         // A connection's state lives in its task for as long as the client
         // stays, so each is stored once: pinned here, and borrowed by the
-        // drain. HTTP/2's state is twice HTTP/1's and a task is as large as its
-        // largest branch, so it goes in a box of its own rather than make every
-        // HTTP/1 connection pay for it.
+        // drain. HTTP/2's state is twice HTTP/1's and a task is as large as
+        // its largest branch, so it goes in a box of its own rather than
+        // make every HTTP/1 connection pay for it.
         match protocol {
             Protocol::Http1 => {
                 let connection = pin!(settings.http1.serve_connection(io, service).with_upgrades());
