@@ -42,8 +42,9 @@ struct Exchange {
     progress: Progress,
     /// `latched` or `replayed`: the answer came from another request's job.
     role: Option<&'static str>,
-    /// Places held by this request, released when it ends.
-    _held: Vec<Held>,
+    /// Places held by this request (Baton's and its route's), released
+    /// when it ends.
+    _held: [Option<Held>; 2],
     _held_metric: Option<HeldMetric>,
 }
 
@@ -99,25 +100,24 @@ pub fn handle(
         );
         debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
         let mut exchange = Exchange::default();
-        let result = dispatch(&state, &generation, peer, request, started, &mut exchange)
-            .instrument(span.clone())
-            .await;
-        let outcome;
-        let mut reached_backend = true;
-        let mut response = match result {
-            Ok(response) => {
-                outcome = "ok";
-                response
-            }
-            Err(err) => {
-                outcome = err.slug();
-                reached_backend = !never_reached_backend(&err);
-                if err.status().is_server_error() {
-                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+        let (mut response, outcome, reached_backend) =
+            match dispatch(&state, &generation, peer, request, started, &mut exchange)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(response) => (response, "ok", true),
+                Err(err) => {
+                    if err.status().is_server_error() {
+                        warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+                    }
+                    let (outcome, reached_backend) = (err.slug(), !never_reached_backend(&err));
+                    (
+                        err.into_response(request_id.to_str().unwrap_or_default()),
+                        outcome,
+                        reached_backend,
+                    )
                 }
-                err.into_response(request_id.to_str().unwrap_or_default())
-            }
-        };
+            };
         span.record("outcome", outcome);
         let route = exchange
             .route
@@ -402,13 +402,13 @@ fn hold_place(
         .held
         .enter()
         .ok_or_else(|| overloaded("Baton".to_owned(), generation.config.server.max_held))?;
-    exchange._held.push(held);
+    exchange._held[0] = Some(held);
     if let Some(gauge) = generation.route_held.get(&route.name) {
         let limit = route.facade.as_ref().and_then(|f| f.max_held).unwrap_or(0);
         let held = gauge
             .enter()
             .ok_or_else(|| overloaded(format!("route `{}`", route.name), limit))?;
-        exchange._held.push(held);
+        exchange._held[1] = Some(held);
     }
     let gauge = state.metrics.held.get_or_create(&RouteLabel {
         route: route.name.to_string(),

@@ -25,7 +25,7 @@ pub async fn result(
     status_url: &Url,
     mut last: StatusAnswer,
     done: Done,
-    original: &Url,
+    original: &str,
 ) -> Result<Response<Body>, Error> {
     let facade = calls.facade;
     let target = match (done, &facade.result) {
@@ -74,7 +74,9 @@ pub async fn result(
                 .map_err(|e| calls.fail(JobError::BadAnswer(format!("the result URL: {e}"))))?;
             calls.resolve(status_url, &location)?
         }
-        (Done::InBody, ResultSource::OriginalUri) => original.clone(),
+        (Done::InBody, ResultSource::OriginalUri) => {
+            Url::parse(original).map_err(|e| Error::Internal(e.into()))?
+        }
     };
     fetch(calls, target).await
 }

@@ -43,11 +43,16 @@ pub enum FirstPoll {
 
 /// How following ended, short of an error.
 pub enum Followed {
-    Done(StatusAnswer, Done),
+    /// Boxed: a held request keeps room for how its wait may end, and
+    /// this is the one way that carries an answer.
+    Done(Box<(StatusAnswer, Done)>),
     /// The deadline came first.
     TimedOut,
     /// Shutdown's grace period ended first.
     Drained,
+    /// The job failed, or following it did. Boxed, like `Done`, so the
+    /// room a held request keeps for this outcome is a pointer.
+    Failed(Box<Error>),
 }
 
 /// An `async move` block rather than an `async fn`, so a held request
@@ -61,10 +66,12 @@ pub fn follow<'a>(
     mut drain: tokio::sync::watch::Receiver<bool>,
     metrics: &'a Metrics,
     polls: &'a mut u32,
-) -> impl std::future::Future<Output = Result<Followed, Error>> + 'a {
+) -> impl std::future::Future<Output = Followed> + 'a {
     async move {
         let facade = calls.facade;
-        let route = RouteLabel {
+        // Built per poll rather than kept: a held request sleeps far more
+        // than it polls.
+        let route = || RouteLabel {
             route: calls.route.name.to_string(),
         };
         let learn = pace.learn.filter(|_| facade.poll.adaptive);
@@ -88,99 +95,133 @@ pub fn follow<'a>(
             let wake = Instant::now() + delay;
             tokio::select! {
                 () = tokio::time::sleep_until(wake.min(deadline)) => {}
-                _ = drain.wait_for(|now| *now) => return Ok(Followed::Drained),
+                _ = drain.wait_for(|now| *now) => return Followed::Drained,
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(Followed::TimedOut);
+                return Followed::TimedOut;
             }
             let timeout = facade.poll.timeout.min(deadline - now);
-            let request = calls.request(Method::GET, status_url)?;
             *polls += 1;
-            metrics.polls.get_or_create(&route).inc();
-            let outcome: Result<(), (&str, String, Option<std::time::Duration>)> =
-                // Boxed, like every transient call below: a held request's
-                // state machine is as large as its largest await, and it spends
-                // its life asleep between polls.
-                match Box::pin(calls.send(request, timeout)).await {
-                    Ok(response) if is_transient(response.status()) => {
-                        let asked = schedule::retry_after(response.headers(), SystemTime::now());
-                        let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                            "throttled"
-                        } else {
-                            "server_error"
-                        };
-                        Err((
-                            kind,
-                            format!("the status monitor answered {}", response.status()),
-                            asked,
-                        ))
-                    }
-                    Ok(response) => {
-                        let (parts, incoming) = response.into_parts();
-                        let body = Box::pin(super::read_limited(incoming, facade.max_status_body, "status body"))
-                            .await
-                            .map_err(|kind| calls.fail(kind))?;
-                        let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
-                        match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
-                            .map_err(|kind| calls.fail(kind))?
-                        {
-                            JobState::Running { retry_after } => {
-                                failures = 0;
-                                if retry_after.is_some() {
-                                    learning = None;
-                                }
-                                if let Some((_, started)) = learning {
-                                    last_running = started.elapsed();
-                                }
-                                delay = schedule.next(retry_after);
-                                continue;
-                            }
-                            JobState::Succeeded { result } => {
-                                if let Some((timing, started)) = learning {
-                                    timing.record(last_running, started.elapsed());
-                                }
-                                return Ok(Followed::Done(answer, result));
-                            }
-                            JobState::Failed { problem } => {
-                                return Err(calls.fail(JobError::Failed {
-                                    status: facade.failure.status,
-                                    error: problem,
-                                }))
-                            }
-                            JobState::Canceled => return Err(calls.fail(JobError::Canceled)),
-                            JobState::Gone(status) => return Err(calls.fail(JobError::Gone(status))),
+            metrics.polls.get_or_create(&route()).inc();
+            // Boxed: a held request's state machine is as large as its
+            // largest await, and it spends its life asleep between polls,
+            // not in one.
+            let polled = match Box::pin(poll(calls, status_url, timeout)).await {
+                Ok(polled) => polled,
+                Err(err) => return Followed::Failed(Box::new(err)),
+            };
+            let Transient { kind, cause, asked } = match polled {
+                    Polled::Running { retry_after } => {
+                        failures = 0;
+                        if retry_after.is_some() {
+                            learning = None;
                         }
+                        if let Some((_, started)) = learning {
+                            last_running = started.elapsed();
+                        }
+                        delay = schedule.next(retry_after);
+                        continue;
                     }
-                    // Only calls that never got an answer land here: connect errors,
-                    // resets, per-call timeouts.
-                    Err(err) => {
-                        let kind = match &err {
-                            Error::Backend { kind, .. } => kind.slug(),
-                            _ => "other",
-                        };
-                        Err((kind, crate::error::chain(&err), None))
+                    Polled::Succeeded(answer, result) => {
+                        if let Some((timing, started)) = learning {
+                            timing.record(last_running, started.elapsed());
+                        }
+                        return Followed::Done(Box::new((answer, result)));
                     }
+                    Polled::Transient(transient) => transient,
                 };
-            if let Err((kind, cause, asked)) = outcome {
-                metrics
-                    .poll_errors
-                    .get_or_create(&RouteKind {
-                        route: route.route.clone(),
-                        kind: kind.to_owned(),
-                    })
-                    .inc();
-                failures += 1;
-                tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
-                if failures >= facade.poll.max_failures {
-                    return Err(calls.fail(JobError::PollFailed {
-                        attempts: failures,
-                        cause,
-                    }));
-                }
-                delay = schedule.next(asked);
+            metrics
+                .poll_errors
+                .get_or_create(&RouteKind {
+                    route: route().route,
+                    kind: kind.to_owned(),
+                })
+                .inc();
+            failures += 1;
+            tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
+            if failures >= facade.poll.max_failures {
+                return Followed::Failed(Box::new(calls.fail(JobError::PollFailed {
+                    attempts: failures,
+                    cause,
+                })));
             }
+            delay = schedule.next(asked);
         }
+    }
+}
+
+/// What one poll learned, short of an end of the job.
+enum Polled {
+    Running {
+        retry_after: Option<std::time::Duration>,
+    },
+    Succeeded(StatusAnswer, Done),
+    /// The monitor could not say: try again on the schedule.
+    Transient(Transient),
+}
+
+/// A poll that got no answer about the job, and why.
+struct Transient {
+    kind: &'static str,
+    cause: String,
+    /// The monitor's `Retry-After`, if it gave one.
+    asked: Option<std::time::Duration>,
+}
+
+/// Polls the monitor once and reads its answer. An `Err` ends the job:
+/// the job failed, was canceled or is gone, or the answer is unreadable.
+async fn poll(
+    calls: &JobCalls<'_>,
+    status_url: &Url,
+    timeout: std::time::Duration,
+) -> Result<Polled, Error> {
+    let facade = calls.facade;
+    let request = calls.request(Method::GET, status_url)?;
+    let response = match calls.send(request, timeout).await {
+        Ok(response) => response,
+        // Only calls that never got an answer land here: connect errors,
+        // resets, per-call timeouts.
+        Err(err) => {
+            let kind = match &err {
+                Error::Backend { kind, .. } => kind.slug(),
+                _ => "other",
+            };
+            return Ok(Polled::Transient(Transient {
+                kind,
+                cause: crate::error::chain(&err),
+                asked: None,
+            }));
+        }
+    };
+    if is_transient(response.status()) {
+        let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            "throttled"
+        } else {
+            "server_error"
+        };
+        return Ok(Polled::Transient(Transient {
+            kind,
+            cause: format!("the status monitor answered {}", response.status()),
+            asked: schedule::retry_after(response.headers(), SystemTime::now()),
+        }));
+    }
+    let (parts, incoming) = response.into_parts();
+    let body = super::read_limited(incoming, facade.max_status_body, "status body")
+        .await
+        .map_err(|kind| calls.fail(kind))?;
+    let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
+    match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
+        .map_err(|kind| calls.fail(kind))?
+    {
+        JobState::Running { retry_after } => Ok(Polled::Running { retry_after }),
+        JobState::Succeeded { result } => Ok(Polled::Succeeded(answer, result)),
+        JobState::Failed { problem } => Err(calls.fail(JobError::Failed {
+            status: facade.failure.status,
+            error: problem,
+        })),
+        JobState::Canceled => Err(calls.fail(JobError::Canceled)),
+        JobState::Gone(status) => Err(calls.fail(JobError::Gone(status))),
     }
 }
 

@@ -48,6 +48,7 @@ use callback::{Callbacks, Delivery, Registration};
 use continuation::{Continuation, Ticket};
 use follow::{FirstPoll, Followed, Pace};
 use prefer::{Prefer, PREFERENCE_APPLIED};
+use futures_util::future::Either;
 use std::sync::Arc;
 use submit::{Job, Submitted};
 use tokio::sync::watch;
@@ -82,6 +83,16 @@ pub struct Progress {
     /// The answer does not end the job (deadline, shutdown): a retry
     /// should follow the same job again.
     pub job_goes_on: bool,
+}
+
+impl Progress {
+    /// The URI the client called, once the job is accepted.
+    fn original(&self) -> &str {
+        match &self.submit {
+            Submission::Accepted(ticket) => &ticket.original,
+            _ => "",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,11 +141,11 @@ pub fn handle<'a>(
         let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
         // The submit runs in a box of its own that is gone once the job is
         // accepted: a held request keeps only what following the job needs.
-        let accepted = Box::pin(submit_job(
+        let target = match Box::pin(submit_job(
             &cx, &mut calls, request, &env, prefer, extra, progress,
         ))
-        .await?;
-        let target = match accepted {
+        .await?
+        {
             Accepted::Answer(answer) => return Ok(answer),
             Accepted::Job(target) => target,
         };
@@ -229,7 +240,6 @@ async fn submit_job(
     }
     Ok(Accepted::Job(Box::new(Target {
         status_url: job.status_url,
-        original: submit_url,
         first_poll: FirstPoll::After(job.retry_after),
         submitted: Some(submitted),
         callback: registration,
@@ -254,7 +264,9 @@ pub async fn resume(
     let unreadable =
         |what: &str| Error::Internal(format!("a job ticket with an unreadable {what}").into());
     let status_url = Url::parse(&ticket.status_url).map_err(|_| unreadable("status URL"))?;
-    let original = Url::parse(&ticket.original).map_err(|_| unreadable("original URI"))?;
+    // Checked now, though used only if the result is the original URI
+    // again: a bad ticket fails before any call.
+    Url::parse(&ticket.original).map_err(|_| unreadable("original URI"))?;
     // The ticket was signed by Baton, but the origin policy may have
     // changed since: check again.
     calls.resolve(&status_url, status_url.as_str())?;
@@ -267,7 +279,6 @@ pub async fn resume(
     progress.resumed = true;
     let target = Box::new(Target {
         status_url,
-        original,
         first_poll: FirstPoll::Now,
         submitted: None,
         callback: None,
@@ -278,10 +289,9 @@ pub async fn resume(
     .await
 }
 
-/// A job to follow.
+/// A job to follow. Its original URI is kept once, in the ticket.
 struct Target {
     status_url: Url,
-    original: Url,
     first_poll: FirstPoll,
     /// When the submit went out; unknown for a resumed job.
     submitted: Option<Instant>,
@@ -295,7 +305,7 @@ const CALLBACK_SLACK: Duration = Duration::from_secs(60);
 
 /// What ended the wait for a job.
 enum Ended {
-    Followed(Result<Followed, Error>),
+    Followed(Followed),
     CalledBack(Arc<Delivery>),
 }
 
@@ -316,48 +326,45 @@ fn follow_and_answer<'a>(
         let cancel = CancelGuard::new(calls, &target)?;
         let callback = facade.callback.as_ref();
         // Polling runs unless the job answers by callback alone; then only the
-        // deadline and shutdown end the wait.
-        let polling = async {
-            match callback {
-                Some(c) if !c.poll_too => Ok(wait_out(deadline, env.drain.clone()).await),
-                _ => {
-                    follow::follow(
-                        calls,
-                        &target.status_url,
-                        deadline,
-                        Pace {
-                            first: target.first_poll,
-                            floor: callback.map(|c| c.poll_interval),
-                            learn: env.timing.zip(target.submitted),
-                        },
-                        env.drain.clone(),
-                        env.metrics,
-                        &mut progress.polls,
-                    )
-                    .await
-                }
-            }
+        // deadline and shutdown end the wait. Either future, not an async
+        // block choosing one: a held request sleeps in this, and a block
+        // would keep a reference to each of its inputs on top.
+        let polling = match callback {
+            Some(c) if !c.poll_too => Either::Left(wait_out(deadline, env.drain.clone())),
+            _ => Either::Right(follow::follow(
+                calls,
+                &target.status_url,
+                deadline,
+                Pace {
+                    first: target.first_poll,
+                    floor: callback.map(|c| c.poll_interval),
+                    learn: env.timing.zip(target.submitted),
+                },
+                env.drain.clone(),
+                env.metrics,
+                &mut progress.polls,
+            )),
         };
-        let ended = match target.callback.as_mut() {
+        let followed = match target.callback.as_mut() {
             // Boxed, so routes without callbacks do not carry room for both.
             Some(registration) => {
-                Box::pin(async {
+                let ended = Box::pin(async {
                     tokio::select! {
                         delivery = registration.arrived() => Ended::CalledBack(delivery),
                         followed = polling => Ended::Followed(followed),
                     }
                 })
-                .await
+                .await;
+                match ended {
+                    Ended::Followed(followed) => followed,
+                    Ended::CalledBack(delivery) => {
+                        cancel.disarm();
+                        progress.succeeded = true;
+                        return called_back(calls, callback, &delivery);
+                    }
+                }
             }
-            None => Ended::Followed(polling.await),
-        };
-        let followed = match ended {
-            Ended::Followed(followed) => followed,
-            Ended::CalledBack(delivery) => {
-                cancel.disarm();
-                progress.succeeded = true;
-                return called_back(calls, callback, &delivery);
-            }
+            None => polling.await,
         };
         let monitor = match &progress.submit {
             Submission::Accepted(ticket) if facade.on_timeout != OnTimeout::GatewayTimeout => {
@@ -366,7 +373,8 @@ fn follow_and_answer<'a>(
             _ => None,
         };
         match followed {
-            Ok(Followed::Done(last, done)) => {
+            Followed::Done(completed) => {
+                let (last, done) = *completed;
                 cancel.disarm();
                 progress.succeeded = true;
                 let done_at = Instant::now();
@@ -375,7 +383,7 @@ fn follow_and_answer<'a>(
                     &target.status_url,
                     last,
                     done,
-                    &target.original,
+                    progress.original(),
                 ))
                 .await;
                 env.metrics
@@ -386,7 +394,7 @@ fn follow_and_answer<'a>(
                     .observe(done_at.elapsed().as_secs_f64());
                 answer
             }
-            Ok(Followed::TimedOut) => {
+            Followed::TimedOut => {
                 if facade.cancel.on_timeout {
                     cancel.fire();
                 } else {
@@ -403,14 +411,14 @@ fn follow_and_answer<'a>(
                     _ => Err(calls.fail(JobError::Timeout(hold))),
                 }
             }
-            Ok(Followed::Drained) => {
+            Followed::Drained => {
                 cancel.disarm();
                 progress.job_goes_on = true;
                 Err(calls.fail(JobError::Drained { monitor }))
             }
-            Err(err) => {
+            Followed::Failed(err) => {
                 cancel.disarm();
-                Err(err)
+                Err(*err)
             }
         }
     }
