@@ -44,6 +44,16 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Set when this bench runs as the bare hyper server: the port to serve.
 const BARE: &str = "BATON_HELD_BARE_PORT";
 
+/// jemalloc's settings, as the `baton` binary (its symbols prefixed) reads
+/// them from the environment.
+const MALLOC_CONF: &str = "_RJEM_MALLOC_CONF";
+
+/// Freed pages go back to the system at once rather than after ten
+/// seconds. By default, pages a request touched and freed (the first page
+/// of hyper's read buffer, above all) are soon reused for the untouched
+/// buffers of later connections, and so stay resident.
+const RETURN_PAGES: &str = "dirty_decay_ms:0,muzzy_decay_ms:0";
+
 fn main() {
     if let Some(port) = std::env::var(BARE).ok().and_then(|p| p.parse().ok()) {
         return bare_server(port);
@@ -61,6 +71,60 @@ fn main() {
     let polls = Arc::new(AtomicUsize::new(0));
     let api = runtime.block_on(job_api(Arc::clone(&submits), Arc::clone(&polls)));
 
+    println!("-- Baton, the allocator's default settings");
+    let default = held_by_baton(held, api, &submits, &polls, None);
+    println!(
+        "-- Baton, the allocator returning freed pages at once ({MALLOC_CONF}={RETURN_PAGES})"
+    );
+    held_by_baton(held, api, &submits, &polls, Some(RETURN_PAGES));
+
+    // hyper alone, the same way: the floor under Baton's figure.
+    let port = free_port();
+    let bare = Killed(
+        Command::new(std::env::current_exe().expect("this bench's path"))
+            .env(BARE, port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the bare server starts"),
+    );
+    let bare_pid = bare.0.id();
+    wait_ready(port);
+    let mut clients = Vec::with_capacity(held);
+    open(&mut clients, port, 100);
+    sleep(Duration::from_secs(1));
+    let bare_before = rss(bare_pid);
+    while clients.len() < held {
+        let batch = (held - clients.len()).min(500);
+        open(&mut clients, port, batch);
+    }
+    sleep(Duration::from_secs(3));
+    let bare_plateau = rss(bare_pid);
+    let bare_per_request = (bare_plateau.saturating_sub(bare_before)) as f64 / (held - 100) as f64;
+    println!(
+        "bare connection (Baton's connection code, a service that never answers): {:.0} bytes ({:.2} KiB) per pending request",
+        bare_per_request,
+        bare_per_request / 1024.0
+    );
+    println!(
+        "so of Baton's {:.2} KiB (default settings), the connection takes {:.2} KiB and the held request {:.2} KiB",
+        default / 1024.0,
+        bare_per_request / 1024.0,
+        (default - bare_per_request) / 1024.0
+    );
+    drop(clients);
+    drop(bare);
+}
+
+/// Holds `held` facade requests in a Baton process (with `malloc_conf` as
+/// jemalloc's settings, if given), prints what they cost, and returns the
+/// bytes per held request at the plateau.
+fn held_by_baton(
+    held: usize,
+    api: std::net::SocketAddr,
+    submits: &AtomicUsize,
+    polls: &AtomicUsize,
+    malloc_conf: Option<&str>,
+) -> f64 {
     let dir = std::env::temp_dir().join(format!("baton-held-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     let port = free_port();
@@ -75,8 +139,12 @@ fn main() {
         ),
     )
     .expect("the config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    if let Some(conf) = malloc_conf {
+        command.env(MALLOC_CONF, conf);
+    }
     let baton = Killed(
-        Command::new(env!("CARGO_BIN_EXE_baton"))
+        command
             .args(["run", "--config", &conf.display().to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -88,13 +156,15 @@ fn main() {
 
     // A few requests first, so the baseline includes warmed-up pools and
     // allocator arenas rather than a cold process.
+    let polls_at_start = polls.load(Ordering::Relaxed);
+    let submits_at_start = submits.load(Ordering::Relaxed);
     let mut clients = Vec::with_capacity(held);
-    hold(&mut clients, port, 100, &submits);
+    hold(&mut clients, port, 100, submits);
     let rss_before = rss(pid);
     let started = Instant::now();
     while clients.len() < held {
         let batch = (held - clients.len()).min(500);
-        hold(&mut clients, port, batch, &submits);
+        hold(&mut clients, port, batch, submits);
     }
     let ramp = started.elapsed();
     // The last submits' answers settle before the plateau is read.
@@ -103,7 +173,9 @@ fn main() {
     // The CPU window starts once the polls have (the first jobs' first
     // polls come `Retry-After: 60` after their submits), so waiting is
     // measured with its polls, not before them.
-    while polls.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(90) {
+    while polls.load(Ordering::Relaxed) == polls_at_start
+        && started.elapsed() < Duration::from_secs(90)
+    {
         sleep(Duration::from_millis(200));
     }
     let ticks_before = cpu_ticks(&[pid]);
@@ -122,7 +194,7 @@ fn main() {
         "held requests: {} (ramped in {:.1}s), submits seen by the job API: {}",
         clients.len(),
         ramp.as_secs_f64(),
-        submits.load(Ordering::Relaxed)
+        submits.load(Ordering::Relaxed) - submits_at_start
     );
     println!(
         "Baton RSS: {:.1} MiB before, {:.1} MiB at plateau",
@@ -156,42 +228,7 @@ fn main() {
     drop(clients);
     drop(baton);
     let _ = std::fs::remove_dir_all(&dir);
-
-    // hyper alone, the same way: the floor under Baton's figure.
-    let port = free_port();
-    let bare = Killed(
-        Command::new(std::env::current_exe().expect("this bench's path"))
-            .env(BARE, port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the bare server starts"),
-    );
-    let bare_pid = bare.0.id();
-    wait_ready(port);
-    let mut clients = Vec::with_capacity(held);
-    open(&mut clients, port, 100);
-    sleep(Duration::from_secs(1));
-    let bare_before = rss(bare_pid);
-    while clients.len() < held {
-        let batch = (held - clients.len()).min(500);
-        open(&mut clients, port, batch);
-    }
-    sleep(Duration::from_secs(3));
-    let bare_plateau = rss(bare_pid);
-    let bare_per_request = (bare_plateau.saturating_sub(bare_before)) as f64 / (held - 100) as f64;
-    println!(
-        "bare connection (Baton's connection code, a service that never answers): {:.0} bytes ({:.2} KiB) per pending request",
-        bare_per_request,
-        bare_per_request / 1024.0
-    );
-    println!(
-        "so of Baton's {:.2} KiB, the connection takes {:.2} KiB and the held request {:.2} KiB",
-        per_request / 1024.0,
-        bare_per_request / 1024.0,
-        (per_request - bare_per_request) / 1024.0
-    );
-    drop(clients);
-    drop(bare);
+    per_request
 }
 
 /// Opens `count` more connections, each sending the same blocking POST.

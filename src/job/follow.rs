@@ -112,25 +112,25 @@ pub fn follow<'a>(
                 Err(err) => return Followed::Failed(Box::new(err)),
             };
             let Transient { kind, cause, asked } = match polled {
-                    Polled::Running { retry_after } => {
-                        failures = 0;
-                        if retry_after.is_some() {
-                            learning = None;
-                        }
-                        if let Some((_, started)) = learning {
-                            last_running = started.elapsed();
-                        }
-                        delay = schedule.next(retry_after);
-                        continue;
+                Polled::Running { retry_after } => {
+                    failures = 0;
+                    if retry_after.is_some() {
+                        learning = None;
                     }
-                    Polled::Succeeded(answer, result) => {
-                        if let Some((timing, started)) = learning {
-                            timing.record(last_running, started.elapsed());
-                        }
-                        return Followed::Done(Box::new((answer, result)));
+                    if let Some((_, started)) = learning {
+                        last_running = started.elapsed();
                     }
-                    Polled::Transient(transient) => transient,
-                };
+                    delay = schedule.next(retry_after);
+                    continue;
+                }
+                Polled::Succeeded(answer, result) => {
+                    if let Some((timing, started)) = learning {
+                        timing.record(last_running, started.elapsed());
+                    }
+                    return Followed::Done(Box::new((answer, result)));
+                }
+                Polled::Transient(transient) => transient,
+            };
             metrics
                 .poll_errors
                 .get_or_create(&RouteKind {
