@@ -71,9 +71,7 @@ pub fn follow<'a>(
         let facade = calls.facade;
         // Built per poll rather than kept: a held request sleeps far more
         // than it polls.
-        let route = || RouteLabel {
-            route: calls.route.name.to_string(),
-        };
+        let route = || calls.route.name.to_string();
         let learn = pace.learn.filter(|_| facade.poll.adaptive);
         let plan = learn.and_then(|(timing, _)| timing.plan());
         let mut schedule = Schedule::new(&facade.poll)
@@ -103,7 +101,10 @@ pub fn follow<'a>(
             }
             let timeout = facade.poll.timeout.min(deadline - now);
             *polls += 1;
-            metrics.polls.get_or_create(&route()).inc();
+            metrics
+                .polls
+                .get_or_create(&RouteLabel { route: route() })
+                .inc();
             // Boxed: a held request's state machine is as large as its
             // largest await, and it spends its life asleep between polls,
             // not in one.
@@ -134,7 +135,7 @@ pub fn follow<'a>(
             metrics
                 .poll_errors
                 .get_or_create(&RouteKind {
-                    route: route().route,
+                    route: route(),
                     kind: kind.to_owned(),
                 })
                 .inc();
