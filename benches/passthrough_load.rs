@@ -7,6 +7,10 @@
 //! PATH: `apt-get install wrk nginx`; without them it says so and stops).
 //! Prints requests/s, p99 latency and the proxy's own CPU time per request
 //! (utime + stime from /proc, summed over nginx's workers), and the ratios.
+//! Two more contenders run in the same rounds: Baton with `threads = 1`,
+//! and the floor of its stack on one thread (hyper's server and
+//! hyper-util's client forwarding and nothing else: this bench re-run as
+//! that proxy), so the gap to nginx splits into the stack's and Baton's.
 //! `BATON_AGAINST=path/to/baton` adds another Baton build (say, one with
 //! another allocator) to the same alternating rounds, as the row `other`.
 //! Then Baton's CPU per facade request (submit, one poll that finds the job
@@ -23,7 +27,13 @@ const ROUNDS: usize = 3;
 const SECONDS: u32 = 5;
 const CONNECTIONS: u32 = 64;
 
+/// Set when this bench runs as the floor proxy: `port,backend_port`.
+const FLOOR: &str = "BATON_BENCH_FLOOR";
+
 fn main() {
+    if let Ok(ports) = std::env::var(FLOOR) {
+        return floor_proxy(&ports);
+    }
     for tool in ["wrk", "nginx"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -51,66 +61,101 @@ fn main() {
         Path::new(env!("CARGO_BIN_EXE_baton")),
         baton_port,
         backend_port,
+        None,
+    );
+    // The same Baton on one thread, and the floor of its stack on one
+    // thread: hyper's server and hyper-util's client with nothing between.
+    let one_port = free_port();
+    let baton_one = start_baton(
+        &dir.join("one"),
+        Path::new(env!("CARGO_BIN_EXE_baton")),
+        one_port,
+        backend_port,
+        Some(1),
+    );
+    let floor_port = free_port();
+    let floor = Killed(
+        Command::new(std::env::current_exe().expect("this bench's path"))
+            .env(FLOOR, format!("{floor_port},{backend_port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the floor proxy starts"),
     );
     let other = std::env::var_os("BATON_AGAINST").map(|binary| {
         let port = free_port();
-        let other = start_baton(&dir.join("other"), Path::new(&binary), port, backend_port);
+        let other = start_baton(
+            &dir.join("other"),
+            Path::new(&binary),
+            port,
+            backend_port,
+            None,
+        );
         wait_ready(port);
         (other, port)
     });
-    wait_ready(nginx_port);
-    wait_ready(baton_port);
-    wait_ready(backend_port);
+    for port in [nginx_port, baton_port, one_port, floor_port, backend_port] {
+        wait_ready(port);
+    }
 
     println!(
         "machine: {} cores; wrk -t2 -c{CONNECTIONS} -d{SECONDS}s, {ROUNDS} alternating rounds each",
         num_cpus()
     );
+    println!(
+        "baton-1: Baton with `threads = 1`; hyper-1: hyper's server and hyper-util's client, \
+         one thread, forwarding and nothing else (the floor of Baton's stack)"
+    );
+    let mut contenders: Vec<(&str, u16, Vec<u32>)> = vec![
+        ("nginx", nginx_port, Vec::new()),
+        ("baton", baton_port, vec![baton.id()]),
+        ("baton-1", one_port, vec![baton_one.id()]),
+        ("hyper-1", floor_port, vec![floor.id()]),
+    ];
+    if let Some((other, port)) = &other {
+        contenders.push(("other", *port, vec![other.id()]));
+    }
     for (label, path) in [("small body (2 B)", "/small"), ("4 KiB body", "/4k")] {
-        let mut nginx_runs = Vec::new();
-        let mut baton_runs = Vec::new();
-        let mut other_runs = Vec::new();
+        let mut runs: Vec<Vec<Run>> = contenders.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
-            nginx_runs.push(run(nginx_port, path, &proxy.pids(), None));
-            baton_runs.push(run(baton_port, path, &[baton.id()], None));
-            if let Some((other, port)) = &other {
-                other_runs.push(run(*port, path, &[other.id()], None));
+            for ((name, port, pids), runs) in contenders.iter().zip(&mut runs) {
+                // nginx's workers are looked up each round: it may replace one.
+                let pids = if *name == "nginx" {
+                    proxy.pids()
+                } else {
+                    pids.clone()
+                };
+                runs.push(run(*port, path, &pids, None));
             }
         }
-        let n = Summary::of(&nginx_runs);
-        let b = Summary::of(&baton_runs);
+        let summaries: Vec<Summary> = runs.iter().map(|r| Summary::of(r)).collect();
         println!("\n{label}");
         println!(
-            "  {:<6} {:>12} {:>12} {:>16}",
-            "", "req/s", "p99 ms", "CPU µs/req"
+            "  {:<8} {:>10} {:>8} {:>11}   {:>22}",
+            "", "req/s", "p99 ms", "CPU µs/req", "vs nginx: req/s p99 CPU"
         );
-        println!(
-            "  {:<6} {:>12.0} {:>12.2} {:>16.1}",
-            "nginx", n.rps, n.p99_ms, n.cpu_us
-        );
-        println!(
-            "  {:<6} {:>12.0} {:>12.2} {:>16.1}",
-            "baton", b.rps, b.p99_ms, b.cpu_us
-        );
-        println!(
-            "  baton/nginx: req/s {:.2}x, p99 {:.2}x, CPU per request {:.2}x",
-            b.rps / n.rps,
-            b.p99_ms / n.p99_ms,
-            b.cpu_us / n.cpu_us
-        );
-        if !other_runs.is_empty() {
-            let o = Summary::of(&other_runs);
+        let n = &summaries[0];
+        for ((name, _, _), s) in contenders.iter().zip(&summaries) {
             println!(
-                "  other/nginx: req/s {:.2}x, p99 {:.2}x, CPU per request {:.2}x ({:.0} req/s, {:.2} ms, {:.1} µs)",
-                o.rps / n.rps,
-                o.p99_ms / n.p99_ms,
-                o.cpu_us / n.cpu_us,
-                o.rps,
-                o.p99_ms,
-                o.cpu_us
+                "  {:<8} {:>10.0} {:>8.2} {:>11.1}   {:>8.2}x {:>5.2}x {:>5.2}x",
+                name,
+                s.rps,
+                s.p99_ms,
+                s.cpu_us,
+                s.rps / n.rps,
+                s.p99_ms / n.p99_ms,
+                s.cpu_us / n.cpu_us
             );
         }
+        let (one, floor) = (&summaries[2], &summaries[3]);
+        println!(
+            "  baton-1/hyper-1: req/s {:.2}x, p99 {:.2}x, CPU per request {:.2}x",
+            one.rps / floor.rps,
+            one.p99_ms / floor.p99_ms,
+            one.cpu_us / floor.cpu_us
+        );
     }
+    drop(floor);
+    drop(baton_one);
     // The facade: the same backend plays a job API whose jobs are done at
     // the first poll. Alternating with pass-through rounds on Baton.
     let post = dir.join("post.lua");
@@ -375,13 +420,20 @@ http {{
 }
 
 /// Baton in front of the same backend, as a process of its own.
-fn start_baton(dir: &Path, binary: &Path, port: u16, backend: u16) -> Killed {
+fn start_baton(
+    dir: &Path,
+    binary: &Path,
+    port: u16,
+    backend: u16,
+    threads: Option<usize>,
+) -> Killed {
     fs::create_dir_all(dir).expect("a scratch directory");
     let conf = dir.join("baton.toml");
+    let threads = threads.map_or(String::new(), |n| format!("threads = {n}\n"));
     fs::write(
         &conf,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[backends.app]\nurl = \"http://127.0.0.1:{backend}\"\npool_max_idle = 64\n\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{threads}\n[backends.app]\nurl = \"http://127.0.0.1:{backend}\"\npool_max_idle = 64\n\n\
              [[routes]]\nname = \"jobs\"\nmatch = {{ methods = [\"POST\"], path = \"/jobs\" }}\nbackend = \"app\"\n\
              [routes.async]\npreset = \"location-303\"\nidempotency = {{ enabled = false }}\n\
              poll = {{ initial = \"1ms\", min_interval = \"1ms\", jitter = 0.0, adaptive = false }}\n\n\
@@ -397,4 +449,61 @@ fn start_baton(dir: &Path, binary: &Path, port: u16, backend: u16) -> Killed {
         .spawn()
         .map(Killed)
         .expect("baton starts")
+}
+
+/// The floor of Baton's stack: hyper's HTTP/1 server and hyper-util's
+/// pooled client on one thread, forwarding each request as it came and
+/// its answer as it came back, with none of a proxy's hygiene (no
+/// hop-by-hop headers stripped, no forwarding headers, no ids, no
+/// metrics, no logs). Whatever Baton costs above this is Baton's own.
+fn floor_proxy(ports: &str) {
+    use http_body_util::Either;
+    use hyper::body::Incoming;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (port, backend) = ports.split_once(',').expect("port,backend");
+    let port: u16 = port.parse().expect("a port");
+    let authority = format!("127.0.0.1:{backend}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the port");
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build_http::<Incoming>();
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let (client, authority) = (client.clone(), authority.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                        let client = client.clone();
+                        let target = format!(
+                            "http://{authority}{}",
+                            request.uri().path_and_query().map_or("/", |p| p.as_str())
+                        );
+                        async move {
+                            *request.uri_mut() = target.parse().expect("a URI");
+                            Ok::<_, std::convert::Infallible>(match client.request(request).await {
+                                Ok(response) => response.map(Either::Left),
+                                Err(_) => http::Response::builder()
+                                    .status(502)
+                                    .body(Either::Right(
+                                        http_body_util::Empty::<bytes::Bytes>::new(),
+                                    ))
+                                    .expect("a response"),
+                            })
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
 }
