@@ -145,7 +145,9 @@ async fn until_drained<C, E>(
 where
     C: Future<Output = Result<(), E>>,
 {
+    // Biased for the reason given at the connection's task in `server`.
     tokio::select! {
+        biased;
         result = connection.as_mut() => return result,
         _ = draining.wait_for(|now| *now) => graceful_shutdown(connection.as_mut()),
     }

@@ -11,10 +11,12 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
+const HOP_BY_HOP_COUNT: usize = 10;
+
 /// Fields that are hop-by-hop by definition, whatever `Connection` says.
 /// `Expect` is answered by Baton's own server (it sends the `100 Continue`),
 /// so passing it on would ask the backend for a second one.
-const HOP_BY_HOP: [HeaderName; 10] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -35,6 +37,19 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes the hop-by-hop fields and every field the `Connection` header
 /// names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names a message has (a handful), rather than a
+    // hashed removal of each of the ten: this runs twice per request, and
+    // most messages carry none of them or only `Connection`.
+    let mut present: [Option<HeaderName>; HOP_BY_HOP_COUNT] = Default::default();
+    for (slot, name) in present
+        .iter_mut()
+        .zip(headers.keys().filter(|name| HOP_BY_HOP.contains(name)))
+    {
+        *slot = Some(name.clone());
+    }
+    if present[0].is_none() {
+        return;
+    }
     // Only allocate when a sender actually listed extra fields; the usual
     // `keep-alive` / `close` tokens name nothing else to remove.
     let named: Vec<HeaderName> = headers
@@ -46,10 +61,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+    for name in named.into_iter().chain(present.into_iter().flatten()) {
         headers.remove(name);
     }
 }
@@ -185,6 +197,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn strips_every_listed_field_with_all_its_values() {
+        let mut h = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            h.append(name, HeaderValue::from_static("a"));
+            h.append(name, HeaderValue::from_static("b"));
+        }
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("example.test"));
+        plain.insert("x-kept", HeaderValue::from_static("1"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
     }
 
     #[test]

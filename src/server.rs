@@ -84,7 +84,11 @@ pub async fn serve(
         let counted = connections.token();
         lanes.spawn(stream, move |stream| async move {
             let connection = connection::serve(stream, service, &settings, drain);
+            // Biased, and so polled in order, because this runs at every
+            // wake-up of every connection: an unbiased select draws a
+            // random number each time.
             tokio::select! {
+                biased;
                 result = connection => if let Err(e) = result {
                     debug!(%peer, error = %e, "connection ended with an error");
                 },

@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::histogram::Histogram;
 use rustls::RootCertStore;
 
 use crate::body::{self, Body};
@@ -32,8 +33,9 @@ pub struct Upstream {
     pub config: Arc<BackendConfig>,
     client: HttpClient,
     metrics: Arc<Metrics>,
-    /// This backend's label, made once rather than per call.
-    label: BackendLabel,
+    /// This backend's call-duration histogram, looked up once rather than
+    /// hashed into its family on every call.
+    duration: Histogram,
     /// `Host` for requests that do not keep the client's, made once; `None`
     /// only if the authority could not be a header value.
     pub host: Option<HeaderValue>,
@@ -87,9 +89,12 @@ impl Upstreams {
                     config: Arc::clone(backend),
                     client: build_client(backend, Arc::clone(&roots)),
                     metrics: Arc::clone(metrics),
-                    label: BackendLabel {
-                        backend: backend.name.clone(),
-                    },
+                    duration: metrics
+                        .backend_duration
+                        .get_or_create(&BackendLabel {
+                            backend: backend.name.clone(),
+                        })
+                        .clone(),
                     host: HeaderValue::from_str(backend.authority.as_str()).ok(),
                     origin: Origin::of(&backend.scheme, &backend.authority),
                 })
@@ -169,10 +174,7 @@ impl Upstream {
                 BackendError::Timeout(timeout),
             )),
         };
-        self.metrics
-            .backend_duration
-            .get_or_create(&self.label)
-            .observe(started.elapsed().as_secs_f64());
+        self.duration.observe(started.elapsed().as_secs_f64());
         if let Err(Error::Backend { kind, .. }) = &result {
             self.metrics
                 .backend_errors
