@@ -257,18 +257,18 @@ fn bare_server(port: u16) {
             .expect("the port");
         let config = baton::Config::parse("", "bare.toml", None).expect("the default config");
         let settings = Arc::new(baton::connection::Settings::new(&config.server));
-        let (_draining, drain) = tokio::sync::watch::channel(false);
+        let (_phase, phase) = tokio::sync::watch::channel(baton::connection::Phase::Serving);
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             let settings = Arc::clone(&settings);
-            let drain = drain.clone();
+            let phase = phase.clone();
             tokio::spawn(async move {
                 let service = service_fn(|request: Request<Incoming>| async move {
                     drop(request);
                     std::future::pending::<()>().await;
                     Ok::<_, Infallible>(Response::new(body::empty()))
                 });
-                let _ = baton::connection::serve(stream, service, &settings, drain).await;
+                let _ = baton::connection::serve(stream, service, settings, phase).await;
             });
         }
     });

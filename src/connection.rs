@@ -1,5 +1,6 @@
-//! One client connection: which HTTP it speaks, then hyper serving it, and
-//! a graceful close when the drain begins.
+//! One client connection: which HTTP it speaks, then hyper serving it, a
+//! graceful close when the drain begins, and the cut when the grace period
+//! ends.
 //!
 //! The protocol is told by peeking at the first bytes — the HTTP/2 client
 //! preface (h2c with prior knowledge) or anything else (HTTP/1.x) — and the
@@ -13,6 +14,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -22,6 +24,7 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::debug;
 
 use crate::body::Body;
 use crate::config::ServerConfig;
@@ -58,6 +61,18 @@ impl Settings {
     }
 }
 
+/// Where serving stands, as every connection sees it: one signal for both
+/// steps of the shutdown, so a connection waits on (and is woken for) one
+/// thing rather than two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// Finish what is in flight, then close.
+    Draining,
+    /// The grace period is over: close now.
+    Cut,
+}
+
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -67,7 +82,8 @@ enum Protocol {
 }
 
 /// Serves `stream` until it closes, or closes it gracefully (in-flight
-/// requests finish, then it closes) once `draining` turns true.
+/// requests finish, then it closes) once `phase` is past serving, or at
+/// once when it is cut.
 ///
 /// An `async move` block rather than an `async fn`, so the task keeps its
 /// arguments once for the connection's whole life.
@@ -75,9 +91,9 @@ enum Protocol {
 pub fn serve<S>(
     stream: TcpStream,
     service: S,
-    settings: &Settings,
-    mut draining: watch::Receiver<bool>,
-) -> impl Future<Output = Result<(), hyper::Error>> + '_
+    settings: Arc<Settings>,
+    mut phase: watch::Receiver<Phase>,
+) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
@@ -92,7 +108,7 @@ where
                     _ => return Ok(()),
                 }
             }
-            _ = draining.wait_for(|now| *now) => return Ok(()),
+            _ = phase.wait_for(|now| *now >= Phase::Draining) => return Ok(()),
         };
         let io = TokioIo::new(stream);
         // A connection's state lives in its task for as long as the client
@@ -103,11 +119,11 @@ where
         match protocol {
             Protocol::Http1 => {
                 let connection = pin!(settings.http1.serve_connection(io, service).with_upgrades());
-                until_drained(connection, draining, |c| c.graceful_shutdown()).await
+                until_drained(connection, phase, |c| c.graceful_shutdown()).await
             }
             Protocol::Http2 => {
                 let mut connection = Box::pin(settings.http2.serve_connection(io, service));
-                until_drained(connection.as_mut(), draining, |c| c.graceful_shutdown()).await
+                until_drained(connection.as_mut(), phase, |c| c.graceful_shutdown()).await
             }
         }
     }
@@ -136,20 +152,29 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Option<Protocol>> {
 }
 
 /// Runs `connection`; when the drain begins, asks it to finish what is in
-/// flight and close, and runs it to its end.
+/// flight and close, and runs it to its end or until the cut.
 async fn until_drained<C, E>(
     mut connection: Pin<&mut C>,
-    mut draining: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
-    // Biased for the reason given at the connection's task in `server`.
+    // Biased, and so polled in order, because this runs at every wake-up
+    // of every connection: an unbiased select draws a random number each
+    // time. A dropped sender (serving is over) counts as the next step.
     tokio::select! {
         biased;
         result = connection.as_mut() => return result,
-        _ = draining.wait_for(|now| *now) => graceful_shutdown(connection.as_mut()),
+        _ = phase.wait_for(|now| *now >= Phase::Draining) => graceful_shutdown(connection.as_mut()),
     }
-    connection.await
+    tokio::select! {
+        biased;
+        result = connection => result,
+        _ = phase.wait_for(|now| *now == Phase::Cut) => {
+            debug!("connection cut at the end of the grace period");
+            Ok(())
+        }
+    }
 }

@@ -13,13 +13,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::connection::{self, Settings};
+use crate::connection::{self, Phase, Settings};
 use crate::lanes::Lanes;
 use crate::service;
 use crate::state::State;
@@ -36,11 +37,11 @@ pub async fn serve(
     // routes and backends, not these.
     let config = state.current().config.clone();
     let server = &config.server;
-    // Shared, and borrowed by each connection rather than cloned into it:
-    // a held request's connection should not carry a copy of the settings.
+    // Shared, each connection holding a pointer rather than a copy: a held
+    // request's connection should not carry the settings.
     let settings = Arc::new(Settings::new(server));
     let connections = TaskTracker::new();
-    let (hard_stop, hard_stop_rx) = watch::channel(false);
+    let (phase, phase_rx) = watch::channel(Phase::Serving);
     let permits = Arc::new(Semaphore::new(server.max_connections));
     let lanes = Lanes::start(server.threads)?;
     info!(address = %listener.local_addr()?, "listening");
@@ -77,32 +78,27 @@ pub async fn serve(
         // would keep room for the request beside the handler's copy of it.
         let service = service_fn(move |request| service::handle(Arc::clone(&state), peer, request));
         let settings = Arc::clone(&settings);
-        let drain = draining.subscribe();
-        let mut hard_stop = hard_stop_rx.clone();
+        let phase = phase_rx.clone();
         // Counted from here, not from when its lane first runs it, so the
         // drain cannot miss a connection still being handed over.
         let counted = connections.token();
-        lanes.spawn(stream, move |stream| async move {
-            let connection = connection::serve(stream, service, &settings, drain);
-            // Biased, and so polled in order, because this runs at every
-            // wake-up of every connection: an unbiased select draws a
-            // random number each time.
-            tokio::select! {
-                biased;
-                result = connection => if let Err(e) = result {
+        // `map` rather than an `async` block around the connection: the
+        // block would keep room for the connection's arguments beside the
+        // connection's own future, for as long as the client stays.
+        lanes.spawn(stream, move |stream| {
+            connection::serve(stream, service, settings, phase).map(move |result| {
+                if let Err(e) = result {
                     debug!(%peer, error = %e, "connection ended with an error");
-                },
-                _ = hard_stop.wait_for(|stop| *stop) => {
-                    debug!(%peer, "connection cut at the end of the grace period");
                 }
-            }
-            drop(permit);
-            drop(counted);
+                drop(permit);
+                drop(counted);
+            })
         });
     }
 
     drop(listener);
     draining.send_replace(true);
+    phase.send_replace(Phase::Draining);
     let grace = current_grace(&state);
     info!(grace = ?grace, open = connections.len(), "shutting down: draining connections");
     let deadline = tokio::time::Instant::now() + grace;
@@ -127,7 +123,7 @@ pub async fn serve(
             .await
             .is_err()
         {
-            let _ = hard_stop.send(true);
+            phase.send_replace(Phase::Cut);
         }
     }
     lanes.stop().await;
