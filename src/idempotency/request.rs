@@ -259,7 +259,7 @@ impl Drop for Leader {
 /// Leaves the key to the next retry: with the job, if there is one.
 async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
     let result = match submit {
-        Submission::Accepted(ticket) => match store.submitted(key, ticket.clone()).await {
+        Submission::Accepted(ticket) => match store.submitted(key, (**ticket).clone()).await {
             Ok(()) => store.release(key).await,
             Err(e) => Err(e),
         },

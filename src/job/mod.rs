@@ -101,7 +101,9 @@ pub enum Submission {
     NotSent,
     /// Sent, and whether the job API took it is unknown.
     Sent,
-    Accepted(Ticket),
+    /// Boxed: every request's future has room for its progress, and most
+    /// requests are not facade requests with a job.
+    Accepted(Box<Ticket>),
 }
 
 /// The client's hold: how long, and what to tell it.
@@ -214,15 +216,15 @@ async fn submit_job(
     // The progress keeps the job's one ticket, from the moment it exists:
     // the idempotency layer and the log read it there, and a continuation
     // monitor is made from it.
-    progress.submit = Submission::Accepted(Ticket {
+    progress.submit = Submission::Accepted(Box::new(Ticket {
         route: cx.route.name.to_string(),
         status_url: job.status_url.to_string(),
         job_id: job.id.clone(),
         original: submit_url.to_string(),
-    });
+    }));
     tracing::Span::current().record("job_id", job.id.as_str());
     if let (Some((store, key)), Submission::Accepted(ticket)) = (env.record, &progress.submit) {
-        if let Err(e) = store.submitted(key, ticket.clone()).await {
+        if let Err(e) = store.submitted(key, Ticket::clone(ticket)).await {
             tracing::warn!(error = %e, "could not record the accepted job for retries");
         }
     }
@@ -275,7 +277,7 @@ pub async fn resume(
         status_url: Some(calls.public_url(&status_url)),
     };
     tracing::Span::current().record("job_id", ticket.job_id.as_str());
-    progress.submit = Submission::Accepted(ticket);
+    progress.submit = Submission::Accepted(Box::new(ticket));
     progress.resumed = true;
     let target = Box::new(Target {
         status_url,
