@@ -7,6 +7,9 @@
 //! and the job API (jobs that run until the end, answering polls with
 //! `Retry-After: 60`). A process may open at most 20,000 files here, which
 //! bounds the count: each held request is one client socket in Baton.
+//! It does so twice: Baton as built (with the allocator settings compiled
+//! in from `.cargo/config.toml`), then with jemalloc's stock settings, to
+//! show what those settings buy.
 //!
 //! Then the same count of pending requests against a bare server (this
 //! bench re-run as one: Baton's own connection handling, with a service
@@ -45,14 +48,16 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const BARE: &str = "BATON_HELD_BARE_PORT";
 
 /// jemalloc's settings, as the `baton` binary (its symbols prefixed) reads
-/// them from the environment.
+/// them from the environment, over those compiled in.
 const MALLOC_CONF: &str = "_RJEM_MALLOC_CONF";
 
-/// Freed pages go back to the system at once rather than after ten
-/// seconds. By default, pages a request touched and freed (the first page
-/// of hyper's read buffer, above all) are soon reused for the untouched
-/// buffers of later connections, and so stay resident.
-const RETURN_PAGES: &str = "dirty_decay_ms:0,muzzy_decay_ms:0";
+/// jemalloc's own defaults, in place of the settings Baton is built with
+/// (`.cargo/config.toml`): freed pages kept for ten seconds, and 20 freed
+/// blocks per size class cached per thread. Kept pages that a request
+/// touched and freed (the first page of hyper's read buffer, above all)
+/// are soon reused for the untouched buffers of later connections, and so
+/// stay resident while those wait.
+const STOCK: &str = "dirty_decay_ms:10000,muzzy_decay_ms:0,tcache_nslots_small_min:20";
 
 fn main() {
     if let Some(port) = std::env::var(BARE).ok().and_then(|p| p.parse().ok()) {
@@ -71,12 +76,10 @@ fn main() {
     let polls = Arc::new(AtomicUsize::new(0));
     let api = runtime.block_on(job_api(Arc::clone(&submits), Arc::clone(&polls)));
 
-    println!("-- Baton, the allocator's default settings");
+    println!("-- Baton as built (its allocator settings from .cargo/config.toml)");
     let default = held_by_baton(held, api, &submits, &polls, None);
-    println!(
-        "-- Baton, the allocator returning freed pages at once ({MALLOC_CONF}={RETURN_PAGES})"
-    );
-    held_by_baton(held, api, &submits, &polls, Some(RETURN_PAGES));
+    println!("-- Baton with jemalloc's stock settings ({MALLOC_CONF}={STOCK})");
+    held_by_baton(held, api, &submits, &polls, Some(STOCK));
 
     // hyper alone, the same way: the floor under Baton's figure.
     let port = free_port();
@@ -106,7 +109,7 @@ fn main() {
         bare_per_request / 1024.0
     );
     println!(
-        "so of Baton's {:.2} KiB (default settings), the connection takes {:.2} KiB and the held request {:.2} KiB",
+        "so of Baton's {:.2} KiB (as built), the connection takes {:.2} KiB and the held request {:.2} KiB",
         default / 1024.0,
         bare_per_request / 1024.0,
         (default - bare_per_request) / 1024.0

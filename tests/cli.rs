@@ -31,6 +31,30 @@ fn check_accepts_the_shipped_configs() {
     }
 }
 
+/// The allocator settings held requests' memory depends on are compiled
+/// into the binary (`.cargo/config.toml`), so a build that lost them would
+/// hold each request in about 2.7 KiB more (BENCHMARKS.md).
+#[cfg(feature = "jemalloc")]
+#[test]
+fn the_binary_returns_freed_pages_at_once_and_caches_64_blocks() {
+    let path = format!("{}/config/baton.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BATON)
+        .args(["check", &path])
+        // jemalloc prints its settings at exit when asked to.
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run baton");
+    assert!(out.status.success());
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "opt.dirty_decay_ms: 0 ",
+        "opt.muzzy_decay_ms: 0 ",
+        "opt.tcache_nslots_small_min: 64",
+    ] {
+        assert!(stats.contains(line), "`{line}` not in jemalloc's stats");
+    }
+}
+
 #[test]
 fn bad_config_exits_64_naming_file_line_column_and_key() {
     let path = temp_config("[server]\nlisten = \"127.0.0.1:0\"\n\n[backends.app]\nurl = \"http://127.0.0.1:1\"\nconect_timeout = \"1s\"\n");
