@@ -15,6 +15,7 @@ use super::{scoped_key, Begin, Fingerprint, Store, Stored};
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, Idempotency};
 use crate::error::{ClientError, Error, JobError, JobRef};
+use crate::job::continuation::Ticket;
 use crate::job::{self, JobEnv, Progress, Submission};
 use crate::proxy::Forward;
 
@@ -259,7 +260,7 @@ impl Drop for Leader {
 /// Leaves the key to the next retry: with the job, if there is one.
 async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
     let result = match submit {
-        Submission::Accepted(ticket) => match store.submitted(key, (**ticket).clone()).await {
+        Submission::Accepted(ticket) => match store.submitted(key, Ticket::clone(ticket)).await {
             Ok(()) => store.release(key).await,
             Err(e) => Err(e),
         },
