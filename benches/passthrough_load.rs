@@ -114,7 +114,14 @@ fn main() {
     if let Some((other, port)) = &other {
         contenders.push(("other", *port, vec![other.id()]));
     }
-    for (label, path) in [("small body (2 B)", "/small"), ("4 KiB body", "/4k")] {
+    // The large body streams: it shows what the allocator settings Baton is
+    // built with cost (run with `BATON_AGAINST` and jemalloc's stock
+    // settings, README "Performance").
+    for (label, path) in [
+        ("small body (2 B)", "/small"),
+        ("4 KiB body", "/4k"),
+        ("10 MiB body", "/10m"),
+    ] {
         let mut runs: Vec<Vec<Run>> = contenders.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
             for ((name, port, pids), runs) in contenders.iter().zip(&mut runs) {
@@ -376,6 +383,7 @@ fn backend_conf(port: u16, root: &Path) -> String {
     fs::create_dir_all(root).expect("backend root");
     fs::write(root.join("small"), "ok").expect("small body");
     fs::write(root.join("4k"), "x".repeat(4096)).expect("4 KiB body");
+    fs::write(root.join("10m"), "x".repeat(10 << 20)).expect("10 MiB body");
     format!(
         r#"events {{ worker_connections 4096; }}
 http {{
