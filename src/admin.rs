@@ -17,12 +17,13 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::body::{self, Body};
+use crate::connection::Phase;
 use crate::state::State;
 
-/// Serves health endpoints until the process ends. `draining` turns
-/// `/readyz` to 503 the moment shutdown begins.
-pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>, state: Arc<State>) {
-    let draining = Arc::new(draining);
+/// Serves health endpoints until the process ends. `phase` leaving
+/// [`Phase::Serving`] turns `/readyz` to 503 the moment shutdown begins.
+pub async fn serve(listener: TcpListener, phase: watch::Receiver<Phase>, state: Arc<State>) {
+    let phase = Arc::new(phase);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -32,11 +33,11 @@ pub async fn serve(listener: TcpListener, draining: watch::Receiver<bool>, state
                 continue;
             }
         };
-        let draining = Arc::clone(&draining);
+        let phase = Arc::clone(&phase);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let ready = !*draining.borrow();
+                let ready = *phase.borrow() == Phase::Serving;
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(answer(&request, ready, &state)) }
             });

@@ -150,14 +150,14 @@ impl Baton {
         listeners: Listeners,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let (draining, draining_rx) = watch::channel(false);
+        let (phase, phase_rx) = watch::channel(connection::Phase::Serving);
         let admin = listeners.admin.map(|listener| {
-            tokio::spawn(admin::serve(listener, draining_rx, Arc::clone(&self.state)))
+            tokio::spawn(admin::serve(listener, phase_rx, Arc::clone(&self.state)))
         });
         let callbacks = listeners
             .callbacks
             .map(|listener| tokio::spawn(job::callback::serve(listener, Arc::clone(&self.state))));
-        let result = server::serve(listeners.main, self.state, shutdown, draining).await;
+        let result = server::serve(listeners.main, self.state, shutdown, phase).await;
         if let Some(callbacks) = callbacks {
             callbacks.abort();
         }

@@ -25,13 +25,15 @@ use crate::lanes::Lanes;
 use crate::service;
 use crate::state::State;
 
-/// Serves `listener` until `shutdown` resolves, then drains. `draining`
-/// turns true once the listener is closed, so readiness reports the truth.
+/// Serves `listener` until `shutdown` resolves, then drains. `phase` turns
+/// to draining once the listener is closed (so readiness reports the
+/// truth and every connection finishes what it has), and to cut when the
+/// grace period ends.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
-    draining: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
 ) -> io::Result<()> {
     // Listener settings come from the config at start; a reload changes
     // routes and backends, not these.
@@ -41,7 +43,6 @@ pub async fn serve(
     // request's connection should not carry the settings.
     let settings = Arc::new(Settings::new(server));
     let connections = TaskTracker::new();
-    let (phase, phase_rx) = watch::channel(Phase::Serving);
     let permits = Arc::new(Semaphore::new(server.max_connections));
     let lanes = Lanes::start(server.threads)?;
     info!(address = %listener.local_addr()?, "listening");
@@ -78,7 +79,7 @@ pub async fn serve(
         // would keep room for the request beside the handler's copy of it.
         let service = service_fn(move |request| service::handle(Arc::clone(&state), peer, request));
         let settings = Arc::clone(&settings);
-        let phase = phase_rx.clone();
+        let phase_rx = phase.subscribe();
         // Counted from here, not from when its lane first runs it, so the
         // drain cannot miss a connection still being handed over.
         let counted = connections.token();
@@ -86,7 +87,7 @@ pub async fn serve(
         // block would keep room for the connection's arguments beside the
         // connection's own future, for as long as the client stays.
         lanes.spawn(stream, move |stream| {
-            connection::serve(stream, service, settings, phase).map(move |result| {
+            connection::serve(stream, service, settings, phase_rx).map(move |result| {
                 if let Err(e) = result {
                     debug!(%peer, error = %e, "connection ended with an error");
                 }
@@ -97,7 +98,6 @@ pub async fn serve(
     }
 
     drop(listener);
-    draining.send_replace(true);
     phase.send_replace(Phase::Draining);
     let grace = current_grace(&state);
     info!(grace = ?grace, open = connections.len(), "shutting down: draining connections");
