@@ -266,15 +266,20 @@ fn bare_server(port: u16) {
             let settings = Arc::clone(&settings);
             let phase = phase.clone();
             tokio::spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    drop(request);
-                    std::future::pending::<()>().await;
-                    Ok::<_, Infallible>(Response::new(body::empty()))
-                });
+                let service = service_fn(hold_forever);
                 let _ = baton::connection::serve(stream, service, settings, phase).await;
             });
         }
     });
+}
+
+/// The bare server's handler: holds every request, as Baton holds one.
+/// A named function rather than a closure: its types are then known in
+/// full, which the compiler needs to see the connection's future is Send.
+async fn hold_forever(request: Request<Incoming>) -> Result<Response<body::Body>, Infallible> {
+    drop(request);
+    std::future::pending::<()>().await;
+    Ok(Response::new(body::empty()))
 }
 
 /// Opens `count` more client connections, each sending a blocking POST,

@@ -10,45 +10,37 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
 
 use crate::body::{self, Body};
-use crate::connection::Phase;
+use crate::connection::{Phase, Settings};
 use crate::state::State;
 
-/// Serves health endpoints until the process ends. `phase` leaving
-/// [`Phase::Serving`] turns `/readyz` to 503 the moment shutdown begins.
-pub async fn serve(listener: TcpListener, phase: watch::Receiver<Phase>, state: Arc<State>) {
-    let phase = Arc::new(phase);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let phase = Arc::clone(&phase);
+/// Open admin connections at most: scrapes and probes, not traffic.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Serves health endpoints until `listening` leaves serving (after the
+/// client listener has drained). `ready` leaving [`Phase::Serving`] turns
+/// `/readyz` to 503 the moment shutdown begins.
+pub async fn serve(
+    listener: TcpListener,
+    ready: watch::Receiver<Phase>,
+    listening: watch::Receiver<Phase>,
+    settings: Arc<Settings>,
+    state: Arc<State>,
+) {
+    let ready = Arc::new(ready);
+    crate::accept::serve_each(listener, settings, MAX_CONNECTIONS, listening, |_peer| {
+        let ready = Arc::clone(&ready);
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let ready = *phase.borrow() == Phase::Serving;
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(answer(&request, ready, &state)) }
-            });
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+        service_fn(move |request| {
+            let ready = *ready.borrow() == Phase::Serving;
+            let answer = answer(&request, ready, &state);
+            std::future::ready(Ok::<_, Infallible>(answer))
+        })
+    })
+    .await;
 }
 
 fn answer(request: &Request<Incoming>, ready: bool, state: &State) -> Response<Body> {

@@ -4,10 +4,20 @@
 //! the network is boxed as it is, so bytes move from one socket to the
 //! other as they arrive and memory stays bounded by hyper's buffers.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use crate::error::BoxError;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{BoxError, ClientError};
 
 /// A streaming body with a boxed error, `Send` so h2 can drive it.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -57,4 +67,291 @@ where
 #[error("body exceeds the limit of {limit} bytes")]
 pub struct TooLarge {
     pub limit: u64,
+}
+
+/// A body stopped arriving: nothing came for `timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("no body bytes arrived for {timeout:?}")]
+pub struct Stalled {
+    pub timeout: Duration,
+    /// The client's request body (a 408), rather than a backend's answer.
+    pub from_client: bool,
+}
+
+/// A body that fails with [`Stalled`] when no frame arrives within
+/// `timeout` of the previous one (or of the first poll): a peer that
+/// trickles or stops must not hold a connection, a buffer and a backend
+/// call open for as long as it likes.
+pub struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    from_client: bool,
+    /// Boxed so the body stays `Unpin`; armed at the first poll.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, timeout: Duration, from_client: bool) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            from_client,
+            sleep: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(sleep) = this.sleep.as_mut() {
+                sleep.as_mut().reset(Instant::now() + this.timeout);
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let timeout = this.timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled {
+                timeout,
+                from_client: this.from_client,
+            })))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body whose first frame was read ahead (to learn, before a response
+/// head goes out, that the body is not broken), then the rest.
+pub struct Prefetched<B> {
+    first: Option<Frame<Bytes>>,
+    rest: B,
+}
+
+impl<B> http_body::Body for Prefetched<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ahead = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + ahead);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
+    }
+}
+
+/// Reads `body`'s first frame, so that a body that fails (or stalls, when
+/// `body` has an idle timeout) before its first byte is known before the
+/// response head is sent; an error here can still become an answer.
+pub async fn prefetch<B>(mut body: B) -> Result<Prefetched<B>, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    if body.is_end_stream() {
+        return Ok(Prefetched {
+            first: None,
+            rest: body,
+        });
+    }
+    match body.frame().await {
+        None => Ok(Prefetched {
+            first: None,
+            rest: body,
+        }),
+        Some(Ok(first)) => Ok(Prefetched {
+            first: Some(first),
+            rest: body,
+        }),
+        Some(Err(e)) => Err(e.into()),
+    }
+}
+
+/// How a client's request body is read.
+pub struct Reading {
+    /// More is a 413.
+    pub limit: u64,
+    /// Bodies up to this size are read whole before the backend is
+    /// called; larger ones stream.
+    pub buffer: u64,
+    /// Longest pause between two pieces of the body.
+    pub idle: Duration,
+}
+
+/// Reads a whole request body of at most `limit` bytes, within `idle`
+/// between pieces and, when given, by `deadline` (the instant, and the
+/// whole time it allowed). The one collector every path uses, with one
+/// mapping of its failures to the client's answer.
+pub async fn collect<B>(
+    body: B,
+    reading: &Reading,
+    deadline: Option<(Instant, Duration)>,
+) -> Result<Bytes, ClientError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let limited = http_body_util::Limited::new(
+        IdleTimeout::new(body, reading.idle, true),
+        usize::try_from(reading.limit).unwrap_or(usize::MAX),
+    );
+    let collecting = limited.collect();
+    let collected = match deadline {
+        Some((deadline, allowed)) => match tokio::time::timeout_at(deadline, collecting).await {
+            Ok(collected) => collected,
+            Err(_) => return Err(ClientError::BodyTimeout(allowed)),
+        },
+        None => collecting.await,
+    };
+    collected
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|e| client_error(e, reading.limit))
+}
+
+/// What a failed client body means for the client's answer.
+pub fn client_error(err: BoxError, limit: u64) -> ClientError {
+    if err.is::<http_body_util::LengthLimitError>() || err.is::<TooLarge>() {
+        return ClientError::BodyTooLarge { limit };
+    }
+    if let Some(stalled) = err.downcast_ref::<Stalled>() {
+        return ClientError::BodyTimeout(stalled.timeout);
+    }
+    ClientError::BodyRead(err)
+}
+
+/// Reads a request body for forwarding: whole, when it fits the buffer
+/// (and the shared `budget` has room), so that a body the client abandons,
+/// stalls or overflows reaches the backend as nothing at all; otherwise
+/// streamed behind the limit and the idle timeout.
+pub async fn request<B>(
+    body: B,
+    declared: Option<u64>,
+    reading: &Reading,
+    budget: &Arc<Semaphore>,
+) -> Result<Body, ClientError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    if declared.is_some_and(|n| n > reading.limit) {
+        return Err(ClientError::BodyTooLarge {
+            limit: reading.limit,
+        });
+    }
+    if body.is_end_stream() {
+        return Ok(empty());
+    }
+    let mut body = IdleTimeout::new(body, reading.idle, true);
+    if reading.buffer == 0 || declared.is_some_and(|n| n > reading.buffer) {
+        return Ok(limited(body, reading.limit));
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
+    let mut permits = Vec::new();
+    loop {
+        let Some(frame) = body.frame().await else {
+            // The budget is returned when the body is dropped (sent). A body
+            // that came chunked goes on chunked, in the pieces it came in.
+            let body = match declared {
+                Some(_) => {
+                    let whole = match chunks.len() {
+                        1 => chunks.pop().unwrap_or_default(),
+                        _ => chunks.concat().into(),
+                    };
+                    full(whole)
+                }
+                None => http_body_util::StreamBody::new(futures_util::stream::iter(
+                    chunks
+                        .into_iter()
+                        .map(|c| Ok::<_, BoxError>(Frame::data(c))),
+                ))
+                .boxed_unsync(),
+            };
+            return Ok(body
+                .map_frame(move |frame| {
+                    let _held = &permits;
+                    frame
+                })
+                .boxed_unsync());
+        };
+        let frame = frame.map_err(|e| client_error(e, reading.limit))?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers end a body; a proxy that buffers drops them, as
+            // nginx does.
+            continue;
+        };
+        total += data.len() as u64;
+        if total > reading.limit {
+            return Err(ClientError::BodyTooLarge {
+                limit: reading.limit,
+            });
+        }
+        let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(budget).try_acquire_many_owned(kib).ok();
+        let fits = total <= reading.buffer && permit.is_some();
+        permits.extend(permit);
+        chunks.push(data);
+        if !fits {
+            // Too large to hold, or Baton holds enough already: what was
+            // read goes first, the rest streams behind it.
+            let ahead = futures_util::stream::iter(
+                std::mem::take(&mut chunks)
+                    .into_iter()
+                    .map(|c| Ok::<_, BoxError>(Frame::data(c))),
+            );
+            let rest = http_body_util::BodyStream::new(body);
+            let joined = http_body_util::StreamBody::new(ahead.chain(rest).map(move |frame| {
+                // What was buffered stays counted until it has been sent.
+                let _held = &permits;
+                frame
+            }));
+            return Ok(limited(joined, reading.limit));
+        }
+    }
 }

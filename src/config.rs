@@ -88,6 +88,25 @@ pub struct ServerConfig {
     pub callback_listen: Option<SocketAddr>,
     /// The base of the callback URLs handed to job APIs.
     pub callback_url: Option<String>,
+    /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`) are
+    /// appended to; from anyone else they are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2 with a GOAWAY).
+    pub idle_timeout: Duration,
+    /// Longest pause between two pieces of a request body; more is a 408.
+    pub body_read_timeout: Duration,
+    /// HTTP/2 keep-alive pings: how often on a quiet connection, and how
+    /// long an unanswered ping may stay unanswered before the connection
+    /// is closed.
+    pub http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_timeout: Duration,
+    /// Request bodies up to this size are read whole before the backend is
+    /// called (`None`: up to the route's body limit); routes may override.
+    pub request_buffering: Option<u64>,
+    /// Memory all buffered request bodies may take together; past it, a
+    /// body streams instead.
+    pub request_buffer_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +126,9 @@ pub struct BackendConfig {
     /// Trust anchors for `https://`: the configured CA file, else the
     /// system's roots.
     pub ca_certificates: Option<Arc<[CertificateDer<'static>]>>,
+    /// Longest pause between two pieces of an answer's body; a stalled
+    /// answer whose head was sent is cut, one whose head was not is a 504.
+    pub body_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +143,15 @@ pub struct Route {
     pub add_prefix: Option<String>,
     /// Overrides the server's request body limit for this route.
     pub max_request_body: Option<u64>,
+    /// Overrides the server's request buffering for this route; `Some(0)`
+    /// streams every body.
+    pub request_buffering: Option<u64>,
+    /// Pass encoded slashes (`%2F`, `%5C`, `\`) in the path through
+    /// rather than refuse them with a 400.
+    pub allow_encoded_slashes: bool,
+    /// Protocols a client may upgrade to (lower case); any other `Upgrade`
+    /// is dropped and the request forwarded as an ordinary one.
+    pub upgrades: Vec<String>,
     /// Present: a sync facade over a job API rather than a pass-through.
     pub facade: Option<Arc<AsyncRoute>>,
 }
@@ -163,6 +194,13 @@ pub mod defaults {
     pub const NAMESPACE: &str = "baton";
     pub const LEASE: Duration = Duration::from_secs(15);
     pub const IDEMPOTENCY_MEMORY: u64 = 64 * 1024 * 1024;
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+    pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+    pub const REQUEST_BUFFER_MEMORY: u64 = 32 * 1024 * 1024;
+    pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const UPGRADES: &[&str] = &["websocket"];
 }
 
 impl Config {
@@ -543,7 +581,59 @@ impl Cx<'_> {
                     Ok(u.trim_end_matches('/').to_owned())
                 })?),
             },
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, cidr)| {
+                    self.value(cidr, || format!("server.trusted_proxies[{i}]"), parse_cidr)
+                })
+                .collect::<Result<_, _>>()?,
+            idle_timeout: self.duration(
+                raw.idle_timeout.as_ref(),
+                key("idle_timeout"),
+                defaults::IDLE_TIMEOUT,
+            )?,
+            body_read_timeout: self.duration(
+                raw.body_read_timeout.as_ref(),
+                key("body_read_timeout"),
+                defaults::BODY_READ_TIMEOUT,
+            )?,
+            http2_keep_alive_interval: self.duration(
+                raw.http2_keep_alive_interval.as_ref(),
+                key("http2_keep_alive_interval"),
+                defaults::HTTP2_KEEP_ALIVE_INTERVAL,
+            )?,
+            http2_keep_alive_timeout: self.duration(
+                raw.http2_keep_alive_timeout.as_ref(),
+                key("http2_keep_alive_timeout"),
+                defaults::HTTP2_KEEP_ALIVE_TIMEOUT,
+            )?,
+            request_buffering: self.buffering(
+                raw.request_buffering.as_ref(),
+                key("request_buffering"),
+            )?,
+            request_buffer_memory: self.size(
+                raw.request_buffer_memory.as_ref(),
+                key("request_buffer_memory"),
+                defaults::REQUEST_BUFFER_MEMORY,
+                0..=u64::MAX,
+            )?,
         })
+    }
+
+    /// `"off"` (stream every body, `Some(0)`) or a size.
+    fn buffering(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: impl FnOnce() -> String,
+    ) -> Result<Option<u64>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(v) if v.get_ref() == "off" => Ok(Some(0)),
+            Some(_) => self.size(value, key, 0, 0..=u64::MAX).map(Some),
+        }
     }
 
     fn cluster(&self, raw: &raw::RawCluster) -> Result<ClusterConfig, ConfigError> {
@@ -640,6 +730,11 @@ impl Cx<'_> {
             )?,
             preserve_host: raw.preserve_host.unwrap_or(false),
             ca_certificates,
+            body_idle_timeout: self.duration(
+                raw.body_idle_timeout.as_ref(),
+                key("body_idle_timeout"),
+                defaults::BODY_IDLE_TIMEOUT,
+            )?,
         })
     }
 
@@ -722,6 +817,29 @@ impl Cx<'_> {
                 1..=u64::MAX,
             )?),
         };
+        let upgrades = match &raw.upgrades {
+            None => defaults::UPGRADES.iter().map(|p| (*p).to_owned()).collect(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, protocol)| {
+                    self.value(
+                        protocol,
+                        || format!("routes[{index}].upgrades[{i}]"),
+                        |p| {
+                            let valid = !p.is_empty()
+                                && p.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b));
+                            if valid {
+                                Ok(p.to_ascii_lowercase())
+                            } else {
+                                Err(format!("{p:?} is not a protocol name like \"websocket\""))
+                            }
+                        },
+                    )
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Route {
             name: name.as_str().into(),
             methods,
@@ -731,6 +849,10 @@ impl Cx<'_> {
             strip_prefix,
             add_prefix,
             max_request_body,
+            request_buffering: self
+                .buffering(raw.request_buffering.as_ref(), key("request_buffering"))?,
+            allow_encoded_slashes: raw.allow_encoded_slashes.unwrap_or(false),
+            upgrades,
             facade,
         })
     }
@@ -773,6 +895,16 @@ fn parse_base_url(text: &str) -> Result<(Scheme, Authority, String), String> {
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok((scheme, authority, base_path))
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let parsed = text
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    parsed.map(|net| net.trunc()).map_err(|_| {
+        format!("{text:?} is not an address or CIDR block, e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")
+    })
 }
 
 fn parse_method(text: &str) -> Result<Method, String> {

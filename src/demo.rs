@@ -20,10 +20,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
@@ -110,22 +109,25 @@ struct Report {
 pub async fn serve_job_api(listener: TcpListener, duration: Duration) {
     let reports: Arc<Mutex<HashMap<u64, Report>>> = Arc::default();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    // Served like Baton's own listeners, with the demo's server settings.
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let settings = Arc::new(crate::connection::Settings::new(&config(addr).server));
+    // Serves for as long as the process runs: the phase never changes.
+    let (_serving, phase) = watch::channel(crate::connection::Phase::Serving);
+    crate::accept::serve_each(listener, settings, MAX_CONNECTIONS, phase, |_peer| {
         let (reports, next) = (Arc::clone(&reports), Arc::clone(&next));
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let (reports, next) = (Arc::clone(&reports), Arc::clone(&next));
-                async move { Ok::<_, Infallible>(job_api(request, &reports, &next, duration).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        service_fn(move |request| {
+            let (reports, next) = (Arc::clone(&reports), Arc::clone(&next));
+            async move { Ok::<_, Infallible>(job_api(request, &reports, &next, duration).await) }
+        })
+    })
+    .await;
 }
+
+/// Open connections the sample API takes at once.
+const MAX_CONNECTIONS: usize = 1024;
 
 async fn job_api(
     request: Request<Incoming>,

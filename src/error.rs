@@ -70,6 +70,10 @@ pub enum ClientError {
     IdempotencyMismatch,
     #[error("no such job monitor")]
     UnknownMonitor,
+    #[error("bad request target: {0}")]
+    BadTarget(#[from] crate::target::TargetError),
+    #[error("the request body stalled: nothing arrived for {0:?}")]
+    BodyTimeout(std::time::Duration),
 }
 
 /// What went wrong between Baton and a backend.
@@ -101,6 +105,10 @@ pub enum BackendError {
     },
     #[error("protocol upgrade failed: {0}")]
     Upgrade(String),
+    #[error("malformed answer: {0}")]
+    BadAnswer(String),
+    #[error("the answer's body stalled: nothing arrived for {0:?}")]
+    BodyStalled(std::time::Duration),
 }
 
 /// Which job a failure is about, as the client may see it.
@@ -184,6 +192,32 @@ impl BackendError {
             BackendError::Timeout(_) => "timeout",
             BackendError::Broken { .. } => "broken",
             BackendError::Upgrade(_) => "upgrade",
+            BackendError::BadAnswer(_) => "bad_answer",
+            BackendError::BodyStalled(_) => "body_stalled",
+        }
+    }
+
+    /// What went wrong, as a class the client may read: no backend names,
+    /// addresses or library error chains (those go to the log).
+    pub fn class(&self) -> String {
+        match self {
+            BackendError::Refused(_) => "the backend refused the connection".to_owned(),
+            BackendError::ConnectTimeout(after) => {
+                format!("the backend did not accept the connection within {after:?}")
+            }
+            BackendError::Tls { cause, .. } => {
+                format!("the backend's TLS handshake failed: {cause}")
+            }
+            BackendError::Connect { .. } => "the backend could not be reached".to_owned(),
+            BackendError::Timeout(after) => format!("the backend did not answer within {after:?}"),
+            BackendError::Broken { .. } => {
+                "the backend closed or broke the connection before answering".to_owned()
+            }
+            BackendError::Upgrade(_) => "the backend's protocol upgrade failed".to_owned(),
+            BackendError::BadAnswer(_) => "the backend's answer was malformed".to_owned(),
+            BackendError::BodyStalled(after) => {
+                format!("the backend's answer stalled: no body bytes within {after:?}")
+            }
         }
     }
 }
@@ -210,23 +244,28 @@ impl Error {
                 ClientError::NoRoute { .. } => StatusCode::NOT_FOUND,
                 ClientError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ClientError::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                ClientError::BadRequest(_) | ClientError::BodyRead(_) => StatusCode::BAD_REQUEST,
+                ClientError::BadRequest(_)
+                | ClientError::BodyRead(_)
+                | ClientError::BadTarget(_) => StatusCode::BAD_REQUEST,
                 ClientError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 ClientError::UnknownMonitor => StatusCode::NOT_FOUND,
+                ClientError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             },
             Error::Backend { kind, .. } => match kind {
-                BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
+                BackendError::ConnectTimeout(_)
+                | BackendError::Timeout(_)
+                | BackendError::BodyStalled(_) => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
             Error::Overloaded { .. } | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Job { kind, .. } => match kind {
                 JobError::Failed { status, .. } => *status,
                 JobError::Timeout(_)
-                | JobError::Call(BackendError::Timeout(_) | BackendError::ConnectTimeout(_)) => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
+                | JobError::Call(
+                    BackendError::Timeout(_)
+                    | BackendError::ConnectTimeout(_)
+                    | BackendError::BodyStalled(_),
+                ) => StatusCode::GATEWAY_TIMEOUT,
                 JobError::Drained { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
@@ -247,6 +286,8 @@ impl Error {
                 ClientError::BodyRead(_) => "body-read",
                 ClientError::IdempotencyMismatch => "idempotency-key-reused",
                 ClientError::UnknownMonitor => "unknown-monitor",
+                ClientError::BadTarget(_) => "bad-target",
+                ClientError::BodyTimeout(_) => "body-timeout",
             },
             Error::Backend { kind, .. } => match kind {
                 BackendError::Refused(_) => "backend-refused",
@@ -256,6 +297,8 @@ impl Error {
                 BackendError::Timeout(_) => "backend-timeout",
                 BackendError::Broken { .. } => "backend-broken",
                 BackendError::Upgrade(_) => "backend-upgrade",
+                BackendError::BadAnswer(_) => "backend-bad-answer",
+                BackendError::BodyStalled(_) => "backend-body-stalled",
             },
             Error::Job { kind, .. } => match kind {
                 JobError::NoHandle { .. } => "job-no-handle",
@@ -286,11 +329,15 @@ impl Error {
                 ClientError::BodyTooLarge { .. } => "Request body too large",
                 ClientError::HeaderTooLarge { .. } => "Request header fields too large",
                 ClientError::BadRequest(_) | ClientError::BodyRead(_) => "Bad request",
+                ClientError::BadTarget(_) => "Bad request target",
                 ClientError::IdempotencyMismatch => "Idempotency-Key reused",
                 ClientError::UnknownMonitor => "No such job monitor",
+                ClientError::BodyTimeout(_) => "Request body timed out",
             },
             Error::Backend { kind, .. } => match kind {
-                BackendError::ConnectTimeout(_) | BackendError::Timeout(_) => "Backend timed out",
+                BackendError::ConnectTimeout(_)
+                | BackendError::Timeout(_)
+                | BackendError::BodyStalled(_) => "Backend timed out",
                 _ => "Backend unavailable",
             },
             Error::Job { kind, .. } => match kind {
@@ -348,6 +395,9 @@ impl Error {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.closes_connection() {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Error::Job {
             kind: JobError::Drained {
                 monitor: Some(monitor),
@@ -365,10 +415,34 @@ impl Error {
     /// The message and every distinct cause below it, for humans. Internal
     /// errors keep their detail out of the answer: it belongs in the log.
     pub fn detail(&self) -> String {
-        if let Error::Internal(_) = self {
-            return "Baton hit an internal error; see its log".to_owned();
+        match self {
+            Error::Internal(_) => "Baton hit an internal error; see its log".to_owned(),
+            Error::Backend { kind, .. }
+            | Error::Job {
+                kind: JobError::Call(kind),
+                ..
+            } => kind.class(),
+            Error::Client(ClientError::BodyRead(_)) => {
+                "reading the request body failed: the client's upload broke off".to_owned()
+            }
+            _ => chain(self),
         }
-        chain(self)
+    }
+
+    /// Whether the client's connection should close after this answer: a
+    /// backend or Baton failed mid-exchange, and a client that reuses the
+    /// connection should start afresh rather than trust its state.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend { .. } | Error::Internal(_) | Error::Client(ClientError::BodyTimeout(_))
+        ) || matches!(
+            self,
+            Error::Job {
+                kind: JobError::Call(_),
+                ..
+            }
+        ) || matches!(self, Error::Client(ClientError::BodyRead(_)))
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
-const HOP_BY_HOP_COUNT: usize = 10;
+const HOP_BY_HOP_COUNT: usize = 11;
 
 /// Fields that are hop-by-hop by definition, whatever `Connection` says.
 /// `Expect` is answered by Baton's own server (it sends the `100 Continue`),
@@ -27,12 +27,20 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::EXPECT,
+    // Only meaningful beside `Upgrade: h2c` (RFC 7540 §3.2.1), which is
+    // never forwarded as an upgrade.
+    HeaderName::from_static("http2-settings"),
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Fields Baton sets for every backend call; a client's `Connection`
+/// header cannot name them away.
+const OWN: [HeaderName; 2] = [X_REQUEST_ID, HeaderName::from_static("traceparent")];
 
 /// Removes the hop-by-hop fields and every field the `Connection` header
 /// names.
@@ -60,6 +68,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|name| !OWN.contains(name))
         .collect();
     for name in named.into_iter().chain(present.into_iter().flatten()) {
         headers.remove(name);
@@ -85,18 +94,54 @@ pub fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderV
     }
 }
 
+/// Whether every protocol an `Upgrade` value lists (`websocket`,
+/// `h2c, websocket`, `foo/2`) is one the route allows.
+pub fn upgrade_allowed(protocol: &HeaderValue, allowed: &[String]) -> bool {
+    let Ok(text) = protocol.to_str() else {
+        return false;
+    };
+    let mut listed = text.split(',').map(str::trim).filter(|t| !t.is_empty());
+    let mut any = false;
+    let all = listed.all(|token| {
+        any = true;
+        let name = token.split('/').next().unwrap_or(token);
+        allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(token))
+    });
+    any && all
+}
+
 /// Restores the two fields an upgrade needs after hygiene removed them.
 pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Appends the client to `X-Forwarded-For` (keeping what earlier proxies
-/// wrote) and says how and to which host the client connected.
 /// The longest text of an IP address (IPv6 with an embedded IPv4).
 const MAX_IP_TEXT: usize = 45;
 
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+/// Tells the backend where the request came from. From a trusted proxy
+/// the forwarding fields it sent are kept and this hop appended (it vouches
+/// for what came before); from anyone else they are replaced, because a
+/// client could write any address or host into them.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    trusted: bool,
+) {
+    if !trusted {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_HOST,
+            &X_FORWARDED_PROTO,
+            &header::FORWARDED,
+            &X_REAL_IP,
+        ] {
+            headers.remove(name);
+        }
+    }
     // One allocation, sized up front: this runs on every request.
     let earlier = headers.get_all(&X_FORWARDED_FOR);
     let mut chain =
@@ -112,9 +157,37 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
     if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
     if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+    add_forwarded_element(headers, client, host);
+}
+
+/// Appends this hop's element to `Forwarded` (RFC 7239): `for` (an IPv6
+/// address quoted in brackets), `host` quoted, `proto`.
+fn add_forwarded_element(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+    let mut element = String::with_capacity(MAX_IP_TEXT + 48);
+    let _ = match client {
+        IpAddr::V4(v4) => write!(element, "for={v4}"),
+        IpAddr::V6(v6) => write!(element, "for=\"[{v6}]\""),
+    };
+    // A Host that passed validation is an authority: no quote or
+    // backslash that would need escaping inside a quoted string.
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        let _ = write!(element, ";host=\"{host}\"");
+    }
+    element.push_str(";proto=http");
+    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {element}"),
+        None => element,
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(header::FORWARDED, value);
     }
 }
 
@@ -242,9 +315,59 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), None);
+        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), None, true);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[header::FORWARDED], "for=10.0.0.1;proto=http");
+    }
+
+    #[test]
+    fn forwarding_fields_from_an_untrusted_peer_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("evil"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        h.insert(&X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+        let host = HeaderValue::from_static("shop.example:8080");
+        add_forwarded(&mut h, "::1".parse().unwrap(), Some(&host), false);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        assert_eq!(h[&X_FORWARDED_HOST], "shop.example:8080");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=\"[::1]\";host=\"shop.example:8080\";proto=http"
+        );
+        assert!(!h.contains_key(&X_REAL_IP));
+    }
+
+    #[test]
+    fn connection_cannot_name_away_the_request_id() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Request-Id, traceparent, x-gone"),
+        );
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("id"));
+        h.insert("traceparent", HeaderValue::from_static("tp"));
+        h.insert("x-gone", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+    }
+
+    #[test]
+    fn only_allowed_upgrades_pass() {
+        let allowed = ["websocket".to_owned()];
+        let ok = |v: &'static str| upgrade_allowed(&HeaderValue::from_static(v), &allowed);
+        assert!(ok("websocket"));
+        assert!(ok("WebSocket"));
+        assert!(!ok("h2c"));
+        assert!(!ok("websocket, h2c"));
+        assert!(!ok(""));
+        assert!(!upgrade_allowed(
+            &HeaderValue::from_static("websocket"),
+            &[]
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod body;
 pub mod cluster;
@@ -46,6 +47,7 @@ pub mod service;
 pub mod shutdown;
 pub mod state;
 pub mod sync;
+pub mod target;
 pub mod upstream;
 
 use std::future::Future;
@@ -66,6 +68,10 @@ pub enum StartError {
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
 }
+
+/// How long the admin and callback listeners get to finish their requests
+/// once the client listener has drained.
+const LISTENER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The sockets Baton serves: client traffic and, optionally, admin and
 /// job API callbacks.
@@ -151,18 +157,43 @@ impl Baton {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let (phase, phase_rx) = watch::channel(connection::Phase::Serving);
+        // Admin and callbacks keep serving while the client listener drains
+        // (probes read `/readyz`; held requests may still be called back),
+        // and drain themselves once it is done.
+        let (listening, listening_rx) = watch::channel(connection::Phase::Serving);
+        let settings = Arc::new(connection::Settings::new(
+            &self.state.current().config.server,
+        ));
         let admin = listeners.admin.map(|listener| {
-            tokio::spawn(admin::serve(listener, phase_rx, Arc::clone(&self.state)))
+            tokio::spawn(admin::serve(
+                listener,
+                phase_rx,
+                listening_rx.clone(),
+                Arc::clone(&settings),
+                Arc::clone(&self.state),
+            ))
         });
-        let callbacks = listeners
-            .callbacks
-            .map(|listener| tokio::spawn(job::callback::serve(listener, Arc::clone(&self.state))));
+        let callbacks = listeners.callbacks.map(|listener| {
+            tokio::spawn(job::callback::serve(
+                listener,
+                listening_rx,
+                settings,
+                Arc::clone(&self.state),
+            ))
+        });
         let result = server::serve(listeners.main, self.state, shutdown, phase).await;
-        if let Some(callbacks) = callbacks {
-            callbacks.abort();
-        }
-        if let Some(admin) = admin {
-            admin.abort();
+        listening.send_replace(connection::Phase::Draining);
+        let mut others: Vec<_> = admin.into_iter().chain(callbacks).collect();
+        let finished = futures_util::future::join_all(others.iter_mut());
+        // Their requests are short; what is still open after a moment is cut.
+        if tokio::time::timeout(LISTENER_MARGIN, finished)
+            .await
+            .is_err()
+        {
+            listening.send_replace(connection::Phase::Cut);
+            for task in &others {
+                task.abort();
+            }
         }
         result
     }

@@ -10,11 +10,13 @@
 //! agrees with a `101`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::body::{self, Body};
@@ -28,7 +30,12 @@ pub struct Forward<'a> {
     pub route: &'a Route,
     pub upstream: &'a Upstream,
     pub peer: SocketAddr,
-    pub max_request_body: u64,
+    /// The peer is a trusted proxy: its forwarding fields are kept.
+    pub trusted_peer: bool,
+    /// How the client's body is read: limit, buffering, idle timeout.
+    pub reading: body::Reading,
+    /// Memory that buffered request bodies share.
+    pub buffer_budget: &'a Arc<Semaphore>,
     /// Turns true when the grace period ends: upgraded tunnels close then.
     pub drain: tokio::sync::watch::Receiver<bool>,
     /// Where tunnels run: they outlive the HTTP connection that the drain
@@ -36,14 +43,33 @@ pub struct Forward<'a> {
     pub tunnels: &'a tokio_util::task::TaskTracker,
 }
 
+impl Forward<'_> {
+    pub fn max_request_body(&self) -> u64 {
+        self.reading.limit
+    }
+}
+
 pub async fn forward(
     cx: Forward<'_>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let backend = &cx.upstream.config;
-    let upgrade = headers::upgrade_protocol(request.version(), request.headers());
+    // Only the upgrades the route allows pass (WebSocket by default): an
+    // `Upgrade: h2c` tunnelled to an h2c-capable backend would carry
+    // requests past every check Baton makes. Any other upgrade is dropped
+    // with the hop-by-hop fields and the request goes as an ordinary one.
+    let upgrade = headers::upgrade_protocol(request.version(), request.headers())
+        .filter(|protocol| headers::upgrade_allowed(protocol, &cx.route.upgrades));
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let mut outgoing = prepare(&cx, request)?;
+    let (parts, incoming) = request.into_parts();
+    let body = body::request(
+        incoming,
+        content_length(&parts.headers),
+        &cx.reading,
+        cx.buffer_budget,
+    )
+    .await?;
+    let mut outgoing = prepare(&cx, Request::from_parts(parts, body))?;
     if let Some(protocol) = upgrade {
         headers::set_upgrade(outgoing.headers_mut(), protocol);
     }
@@ -59,36 +85,23 @@ pub async fn forward(
             BackendError::Upgrade("answered 101 to a request that asked for no upgrade".into()),
         ));
     }
-    Ok(finish(response))
+    relay(response, backend).await
 }
 
 /// The client's request as its backend should receive it: the route's
-/// target URL, hygienic headers, forwarding fields, `Host`, and the body
-/// behind the size limit. Also the first step of a facade's submit.
-pub fn prepare<B>(cx: &Forward<'_>, request: Request<B>) -> Result<Request<Body>, Error>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<crate::error::BoxError>,
-{
+/// target URL, hygienic headers, forwarding fields and `Host`. The body
+/// is already read or limited ([`body::request`]). Also the first step of
+/// a facade's submit.
+pub fn prepare(cx: &Forward<'_>, request: Request<Body>) -> Result<Request<Body>, Error> {
     let backend = &cx.upstream.config;
-    if let Some(length) = content_length(request.headers()) {
-        if length > cx.max_request_body {
-            return Err(ClientError::BodyTooLarge {
-                limit: cx.max_request_body,
-            }
-            .into());
-        }
-    }
-    let (mut parts, incoming) = request.into_parts();
-    let client_host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| authority_header(&parts.uri));
+    let (mut parts, body) = request.into_parts();
+    // The service has checked Host and made it agree with an absolute-form
+    // target, so it names the host the client asked for.
+    let client_host = parts.headers.get(header::HOST).cloned();
     parts.uri = backend_uri(backend, cx.route, &parts.uri)?;
     let headers = &mut parts.headers;
     headers::strip_hop_by_hop(headers);
-    headers::add_forwarded(headers, cx.peer.ip(), client_host.as_ref());
+    headers::add_forwarded(headers, cx.peer.ip(), client_host.as_ref(), cx.trusted_peer);
     headers::add_via(headers, parts.version);
     let host = match (&client_host, backend.preserve_host) {
         (Some(host), true) => host.clone(),
@@ -101,22 +114,64 @@ where
     // body (chunked or sized) from the body's own size hint.
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
-    Ok(Request::from_parts(
-        parts,
-        body::limited(incoming, cx.max_request_body),
-    ))
+    Ok(Request::from_parts(parts, body))
 }
 
-/// A backend's response as the client should receive it.
+/// A backend's response as the client should receive it, headers only:
+/// hop-by-hop fields out, `Via` in. A `Content-Length` beside a
+/// `Transfer-Encoding` is removed (RFC 9112 §6.3): the body was framed by
+/// the transfer coding, and the stale length would cut it short.
 pub fn finish<B>(mut response: Response<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::error::BoxError>,
 {
     let version = response.version();
-    headers::strip_hop_by_hop(response.headers_mut());
-    headers::add_via(response.headers_mut(), version);
+    let headers = response.headers_mut();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    headers::strip_hop_by_hop(headers);
+    headers::add_via(headers, version);
     response.map(body::stream)
+}
+
+/// [`finish`], with the body behind the backend's idle timeout and its
+/// first piece read before the head goes out: a body that breaks or stalls
+/// before its first byte becomes a 502 or 504 the client can read, rather
+/// than a connection closed without a status line (which some clients
+/// answer by sending a POST again). Event streams are passed on at once:
+/// their clients wait for the head, and the first event may be far off.
+pub async fn relay<B>(
+    response: Response<B>,
+    backend: &BackendConfig,
+) -> Result<Response<Body>, Error>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<crate::error::BoxError>,
+{
+    let idle = backend.body_idle_timeout;
+    let streams_events = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
+    let response = response.map(|b| body::IdleTimeout::new(b, idle, false));
+    if streams_events {
+        return Ok(finish(response));
+    }
+    let (parts, body) = response.into_parts();
+    let body = body::prefetch(body).await.map_err(|e| {
+        let kind = match e.downcast_ref::<body::Stalled>() {
+            Some(stalled) => BackendError::BodyStalled(stalled.timeout),
+            None => BackendError::Broken {
+                cause: crate::error::chain(&*e),
+                source: e,
+            },
+        };
+        Error::backend(&backend.name, kind)
+    })?;
+    Ok(finish(Response::from_parts(parts, body)))
 }
 
 /// Answers the client's upgrade with the backend's `101` and, once both
@@ -199,11 +254,6 @@ pub fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Resu
         .map_err(|e| {
             ClientError::BadRequest(format!("cannot rewrite the request path: {e}")).into()
         })
-}
-
-fn authority_header(uri: &Uri) -> Option<HeaderValue> {
-    uri.authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
 pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {

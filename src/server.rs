@@ -2,6 +2,7 @@
 //! a lane ([`crate::lanes`]), where [`crate::connection`] serves it —
 //! HTTP/1.0, 1.1 and h2c (prior knowledge) on the same port.
 //!
+//! Connections are taken by the one accept loop ([`crate::accept`]).
 //! Shape after hyper-util's graceful server: on shutdown the listener is
 //! dropped at once (new connections are refused by the kernel), every open
 //! connection is told to finish its in-flight requests and close (see
@@ -16,10 +17,11 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::accept;
 use crate::connection::{self, Phase, Settings};
 use crate::lanes::Lanes;
 use crate::service;
@@ -43,59 +45,38 @@ pub async fn serve(
     // request's connection should not carry the settings.
     let settings = Arc::new(Settings::new(server));
     let connections = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(server.max_connections));
     let lanes = Lanes::start(server.threads)?;
     info!(address = %listener.local_addr()?, "listening");
-    tokio::pin!(shutdown);
-
-    loop {
-        // Waiting for a permit before accepting leaves excess connections
-        // in the kernel's backlog instead of failing them with EMFILE.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors or a connection reset before we took
-                    // it: back off briefly rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        // The handler's own future, not one wrapped in an `async` block that
-        // would keep room for the request beside the handler's copy of it.
-        let service = service_fn(move |request| service::handle(Arc::clone(&state), peer, request));
-        let settings = Arc::clone(&settings);
-        let phase_rx = phase.subscribe();
-        // Counted from here, not from when its lane first runs it, so the
-        // drain cannot miss a connection still being handed over.
-        let counted = connections.token();
-        // `map` rather than an `async` block around the connection: the
-        // block would keep room for the connection's arguments beside the
-        // connection's own future, for as long as the client stays.
-        lanes.spawn(stream, move |stream| {
-            connection::serve(stream, service, settings, phase_rx).map(move |result| {
-                if let Err(e) = result {
-                    debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(permit);
-                drop(counted);
-            })
-        });
-    }
+    accept::accept_loop(
+        &listener,
+        server.max_connections,
+        shutdown,
+        |stream, peer, place| {
+            let state = Arc::clone(&state);
+            // The handler's own future, not one wrapped in an `async` block that
+            // would keep room for the request beside the handler's copy of it.
+            let service =
+                service_fn(move |request| service::handle(Arc::clone(&state), peer, request));
+            let settings = Arc::clone(&settings);
+            let phase_rx = phase.subscribe();
+            // Counted from here, not from when its lane first runs it, so the
+            // drain cannot miss a connection still being handed over.
+            let counted = connections.token();
+            // `map` rather than an `async` block around the connection: the
+            // block would keep room for the connection's arguments beside the
+            // connection's own future, for as long as the client stays.
+            lanes.spawn(stream, move |stream| {
+                connection::serve(stream, service, settings, phase_rx).map(move |result| {
+                    if let Err(e) = result {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(place);
+                    drop(counted);
+                })
+            });
+        },
+    )
+    .await;
 
     drop(listener);
     phase.send_replace(Phase::Draining);

@@ -6,10 +6,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use http::header::HeaderMap;
-use http::{Method, Request, Response};
+use futures_util::FutureExt;
+use http::header::{HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::field::Empty;
@@ -26,6 +28,7 @@ use crate::metrics::{Metrics, RouteLabel, RouteOutcome};
 use crate::proxy::{self, Forward};
 use crate::router;
 use crate::state::{Generation, Held, State};
+use crate::target::{self, TargetError};
 
 /// What a request gathers on its way, for its answer, its metrics and its
 /// log line.
@@ -101,9 +104,15 @@ pub fn handle(
         debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
         let mut exchange = Exchange::default();
         let (mut response, outcome, reached_backend) =
-            match dispatch(&state, &generation, peer, request, started, &mut exchange)
-                .instrument(span.clone())
-                .await
+            // A panic below must still answer (a 500), never drop the
+            // connection bare: the client would not know whether to retry.
+            match AssertUnwindSafe(
+                dispatch(&state, &generation, peer, request, started, &mut exchange)
+                    .instrument(span.clone()),
+            )
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("a request handler panicked".into())))
             {
                 Ok(response) => (response, "ok", true),
                 Err(err) => {
@@ -235,6 +244,16 @@ fn dispatch<'a>(
             }
             .into());
         }
+        let mut request = request;
+        let host = checked_host(&request)?;
+        if let Some(host) = &host {
+            // An absolute-form target's authority wins over `Host` (RFC 9112
+            // §3.2.2); from here on `Host` says what the client asked for.
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
+        }
+        normalize_target(&mut request)?;
         if let Some(token) = request.uri().path().strip_prefix(continuation::PREFIX) {
             if request.method() == Method::GET {
                 let token = token.to_owned();
@@ -250,11 +269,7 @@ fn dispatch<'a>(
                 .await;
             }
         }
-        let host = request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().host());
+        let host = host.as_ref().and_then(|h| h.to_str().ok());
         let route = router::find(&config.routes, request.method(), host, request.uri().path())
             .ok_or_else(|| ClientError::NoRoute {
                 method: request.method().clone(),
@@ -262,6 +277,9 @@ fn dispatch<'a>(
             })?;
         exchange.route = Some(Arc::clone(&route.name));
         tracing::Span::current().record("route", &*route.name);
+        if !route.allow_encoded_slashes && target::has_encoded_slash(request.uri().path()) {
+            return Err(ClientError::BadTarget(TargetError::EncodedSlash).into());
+        }
         let cx = forward(state, generation, route, peer)?;
         // Each handler is boxed, so this future (which hyper keeps for the
         // whole request) is only as large as the handler actually running:
@@ -269,6 +287,24 @@ fn dispatch<'a>(
         let Some(facade) = &route.facade else {
             return Box::pin(proxy::forward(cx, unbox(request))).await;
         };
+        // The whole body is read before a held place is taken, within the
+        // hold: a client that trickles its upload must not keep a place that
+        // a ready request could use.
+        let (parts, incoming) = unbox(request).into_parts();
+        if proxy::content_length(&parts.headers).is_some_and(|n| n > cx.max_request_body()) {
+            return Err(ClientError::BodyTooLarge {
+                limit: cx.max_request_body(),
+            }
+            .into());
+        }
+        let (_, hold) = job::hold(facade, &parts.headers, &mut exchange.extra);
+        let bytes = Box::pin(body::collect(
+            incoming,
+            &cx.reading,
+            Some((started + hold, hold)),
+        ))
+        .await?;
+        let request = Request::from_parts(parts, bytes);
         hold_place(state, generation, route, exchange)?;
         let env = job_env(state, generation, route);
         if let Some(config) = &facade.idempotency {
@@ -278,7 +314,7 @@ fn dispatch<'a>(
                     facade,
                     config,
                     &state.idempotency,
-                    unbox(request),
+                    request,
                     key,
                     started,
                     env,
@@ -289,7 +325,7 @@ fn dispatch<'a>(
                 .await;
             }
         }
-        let request = Box::new(unbox(request).map(body::stream));
+        let request = Box::new(request.map(body::full));
         Box::pin(job::handle(
             cx,
             facade,
@@ -301,6 +337,100 @@ fn dispatch<'a>(
         ))
         .await
     }
+}
+
+/// The host the client asked for: an absolute-form target's (or HTTP/2's
+/// `:authority`), else `Host`. An HTTP/1.1 request without `Host`, with
+/// two, or with one that is not a plain `host[:port]` is refused (RFC 9112
+/// §3.2), as is an HTTP/2 request whose `Host` names another authority.
+fn checked_host<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ClientError> {
+    let bad = |why: &str| ClientError::BadRequest(why.to_owned());
+    let mut fields = request.headers().get_all(http::header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err(bad("the request has more than one Host field"));
+    }
+    let field = match field {
+        None => None,
+        Some(value) if value.is_empty() => None,
+        Some(value) => {
+            let valid = value.to_str().ok().is_some_and(|text| {
+                !text.contains('@')
+                    && text.parse::<http::uri::Authority>().is_ok()
+                    && port_is_valid(text)
+            });
+            if !valid {
+                return Err(bad(
+                    "the Host field is not a host name with an optional port",
+                ));
+            }
+            Some(value)
+        }
+    };
+    if request.version() == Version::HTTP_11 && request.headers().get(http::header::HOST).is_none()
+    {
+        return Err(bad("an HTTP/1.1 request needs a Host field"));
+    }
+    let Some(authority) = request.uri().authority() else {
+        return Ok(field.cloned());
+    };
+    if authority.as_str().contains('@') {
+        return Err(bad("the request target carries credentials"));
+    }
+    if request.version() == Version::HTTP_2
+        && field.is_some_and(|f| {
+            !f.as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        })
+    {
+        return Err(bad("Host and :authority name different hosts"));
+    }
+    HeaderValue::from_str(authority.as_str())
+        .map(Some)
+        .map_err(|_| bad("the request target's authority is not a valid host"))
+}
+
+/// Whether what follows the host (`]` of an IPv6 literal, else the last
+/// `:`) is nothing, or a port: digits that fit 16 bits (or none at all).
+fn port_is_valid(authority: &str) -> bool {
+    let port = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((_, "")) => return true,
+            Some((_, after)) => match after.strip_prefix(':') {
+                Some(port) => port,
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match authority.rsplit_once(':') {
+            Some((_, port)) => port,
+            None => return true,
+        },
+    };
+    port.is_empty() || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+}
+
+/// Puts the request's path in its canonical form ([`target`]), so routing,
+/// rewriting and the backend all read the same one.
+fn normalize_target<B>(request: &mut Request<B>) -> Result<(), ClientError> {
+    let path = match target::normalize(request.uri().path(), true)? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(path) => path,
+    };
+    let uri = request.uri();
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| ClientError::BadTarget(TargetError::BadEscape))?,
+    );
+    *request.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| ClientError::BadTarget(TargetError::BadEscape))?;
+    Ok(())
 }
 
 /// Takes the request out of its box and frees the box now. Moving out of
@@ -378,13 +508,26 @@ fn forward<'a>(
         .ok_or_else(|| {
             Error::Internal(format!("no client for backend `{}`", route.backend.name).into())
         })?;
+    let server = &generation.config.server;
+    let limit = route.max_request_body.unwrap_or(server.max_request_body);
+    let client = peer.ip().to_canonical();
     Ok(Forward {
         route,
         upstream,
-        peer,
-        max_request_body: route
-            .max_request_body
-            .unwrap_or(generation.config.server.max_request_body),
+        peer: SocketAddr::new(client, peer.port()),
+        trusted_peer: server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&client)),
+        reading: body::Reading {
+            limit,
+            buffer: route
+                .request_buffering
+                .or(server.request_buffering)
+                .unwrap_or(limit),
+            idle: server.body_read_timeout,
+        },
+        buffer_budget: &state.buffer_budget,
         drain: state.drain_signal(),
         tunnels: &state.tunnels,
     })

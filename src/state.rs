@@ -83,6 +83,9 @@ pub struct State {
     drain: watch::Sender<bool>,
     /// Upgraded connections (WebSocket and the like), for the drain.
     pub tunnels: tokio_util::task::TaskTracker,
+    /// Memory buffered request bodies share, in KiB (`[server]
+    /// request_buffer_memory`; read at start).
+    pub buffer_budget: Arc<tokio::sync::Semaphore>,
     pub idempotency: Arc<dyn Store>,
     /// Present when instances share state through Redis.
     pub cluster: Option<Arc<Cluster>>,
@@ -105,6 +108,11 @@ impl State {
             held: Arc::new(Gauge::new(server.max_held)),
             drain: watch::channel(false).0,
             tunnels: tokio_util::task::TaskTracker::new(),
+            buffer_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(server.request_buffer_memory / 1024)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             idempotency: match &cluster {
                 Some(cluster) => Arc::new(RedisStore::new(Arc::clone(cluster))),
                 None => Arc::new(MemoryStore::new(server.idempotency_memory)),

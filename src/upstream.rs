@@ -126,6 +126,10 @@ fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(store))
 }
 
+/// hyper's read buffer for backend answers: bounds a response head (and
+/// the size of each body read).
+const MAX_RESPONSE_BUFFER: usize = 64 * 1024;
+
 fn build_client(backend: &BackendConfig, roots: Arc<RootCertStore>) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -147,6 +151,9 @@ fn build_client(backend: &BackendConfig, roots: Arc<RootCertStore>) -> HttpClien
         .pool_idle_timeout(backend.pool_idle_timeout)
         .pool_max_idle_per_host(backend.pool_max_idle)
         .pool_timer(TokioTimer::new())
+        // A response head larger than this is a broken answer (a 502),
+        // not something to buffer without bound.
+        .http1_max_buf_size(MAX_RESPONSE_BUFFER)
         .timer(TokioTimer::new())
         .build(connector)
 }
@@ -167,6 +174,11 @@ impl Upstream {
     ) -> Result<Response<Incoming>, Error> {
         let started = tokio::time::Instant::now();
         let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            // hyper reads any three digits; HTTP has no status past 599.
+            Ok(Ok(response)) if response.status().as_u16() > 599 => Err(Error::backend(
+                &self.config.name,
+                BackendError::BadAnswer(format!("status {}", response.status().as_u16())),
+            )),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(self.classify(err)),
             Err(_) => Err(Error::backend(
@@ -196,6 +208,9 @@ impl Upstream {
             return Error::Client(ClientError::BodyTooLarge {
                 limit: too_large.limit,
             });
+        }
+        if let Some(stalled) = find::<body::Stalled>(&err).filter(|s| s.from_client) {
+            return Error::Client(ClientError::BodyTimeout(stalled.timeout));
         }
         if let Some(tls) = find::<rustls::Error>(&err) {
             return backend(BackendError::Tls {

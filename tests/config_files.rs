@@ -38,6 +38,13 @@ const SERVER_KEYS: &[&str] = &[
     "redact_headers",
     "callback_listen",
     "callback_url",
+    "trusted_proxies",
+    "idle_timeout",
+    "body_read_timeout",
+    "http2_keep_alive_interval",
+    "http2_keep_alive_timeout",
+    "request_buffering",
+    "request_buffer_memory",
 ];
 const BACKEND_KEYS: &[&str] = &[
     "url",
@@ -47,6 +54,7 @@ const BACKEND_KEYS: &[&str] = &[
     "pool_max_idle",
     "preserve_host",
     "ca_file",
+    "body_idle_timeout",
 ];
 const ROUTE_KEYS: &[&str] = &[
     "name",
@@ -55,6 +63,9 @@ const ROUTE_KEYS: &[&str] = &[
     "strip_prefix",
     "add_prefix",
     "max_request_body",
+    "request_buffering",
+    "allow_encoded_slashes",
+    "upgrades",
     "async",
 ];
 const ASYNC_KEYS: &[&str] = &[
@@ -334,6 +345,20 @@ fn example_defaults_agree_with_the_code() {
     assert_eq!(server.shutdown_grace, defaults::SHUTDOWN_GRACE);
     assert_eq!(server.max_held, defaults::MAX_HELD);
     assert_eq!(server.idempotency_memory, defaults::IDEMPOTENCY_MEMORY);
+    assert_eq!(server.idle_timeout, defaults::IDLE_TIMEOUT);
+    assert_eq!(server.body_read_timeout, defaults::BODY_READ_TIMEOUT);
+    assert_eq!(
+        server.http2_keep_alive_interval,
+        defaults::HTTP2_KEEP_ALIVE_INTERVAL
+    );
+    assert_eq!(
+        server.http2_keep_alive_timeout,
+        defaults::HTTP2_KEEP_ALIVE_TIMEOUT
+    );
+    assert_eq!(
+        server.request_buffer_memory,
+        defaults::REQUEST_BUFFER_MEMORY
+    );
 
     let app = config
         .backends
@@ -345,6 +370,7 @@ fn example_defaults_agree_with_the_code() {
     assert_eq!(app.pool_idle_timeout, defaults::POOL_IDLE_TIMEOUT);
     assert_eq!(app.pool_max_idle, defaults::POOL_MAX_IDLE);
     assert!(!app.preserve_host, "preserve_host defaults to false");
+    assert_eq!(app.body_idle_timeout, defaults::BODY_IDLE_TIMEOUT);
     assert!(app.ca_certificates.is_none());
 
     // The relative ca_file resolved against config/.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod broken_backend;
 mod callbacks;
 mod cli;
 mod cluster;
@@ -10,6 +11,7 @@ mod config_files;
 mod demo;
 mod facade;
 mod facade_edges;
+mod hostile;
 mod idempotency;
 mod lanes;
 mod operations;

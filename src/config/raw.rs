@@ -50,6 +50,13 @@ pub struct RawServer {
     pub redact_headers: Option<Vec<Spanned<String>>>,
     pub callback_listen: Option<Spanned<String>>,
     pub callback_url: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub body_read_timeout: Option<Spanned<String>>,
+    pub http2_keep_alive_interval: Option<Spanned<String>>,
+    pub http2_keep_alive_timeout: Option<Spanned<String>>,
+    pub request_buffering: Option<Spanned<String>>,
+    pub request_buffer_memory: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +69,7 @@ pub struct RawBackend {
     pub pool_max_idle: Option<Spanned<i64>>,
     pub preserve_host: Option<bool>,
     pub ca_file: Option<Spanned<String>>,
+    pub body_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +82,9 @@ pub struct RawRoute {
     pub strip_prefix: Option<Spanned<String>>,
     pub add_prefix: Option<Spanned<String>>,
     pub max_request_body: Option<Spanned<String>>,
+    pub request_buffering: Option<Spanned<String>>,
+    pub allow_encoded_slashes: Option<bool>,
+    pub upgrades: Option<Vec<Spanned<String>>>,
     /// Present: the route is a sync facade over a job API.
     #[serde(rename = "async")]
     pub facade: Option<Spanned<RawAsync>>,

@@ -31,9 +31,9 @@ const PER_REQUEST: [HeaderName; 3] = [
 
 /// The key a request carries, if the route deduplicates and the request
 /// could create a job.
-pub fn key_of<'a>(
+pub fn key_of<'a, B>(
     config: &'a Idempotency,
-    request: &'a Request<hyper::body::Incoming>,
+    request: &'a Request<B>,
 ) -> Result<Option<&'a HeaderValue>, Error> {
     if matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
         return Ok(None);
@@ -71,7 +71,7 @@ pub async fn run(
     facade: &AsyncRoute,
     config: &Idempotency,
     store: &Arc<dyn Store>,
-    request: Request<hyper::body::Incoming>,
+    request: Request<Bytes>,
     key: HeaderValue,
     started: Instant,
     env: JobEnv<'_>,
@@ -85,20 +85,9 @@ pub async fn run(
         .and_then(|h| request.headers().get(h))
         .map(|v| v.as_bytes().to_vec());
     let key = scoped_key(&cx.route.name, scope.as_deref(), key.as_bytes());
-    // The fingerprint needs the whole body before anything is sent; it is
-    // bounded by the route's body limit like any other.
-    let (parts, incoming) = request.into_parts();
-    let limit = cx.max_request_body;
-    if crate::proxy::content_length(&parts.headers).is_some_and(|n| n > limit) {
-        return Err(ClientError::BodyTooLarge { limit }.into());
-    }
-    let bytes = match body::limited(incoming, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<body::TooLarge>() => {
-            return Err(ClientError::BodyTooLarge { limit }.into())
-        }
-        Err(e) => return Err(ClientError::BodyRead(e).into()),
-    };
+    // The fingerprint needs the whole body, which facade requests have
+    // read before they took their place.
+    let (parts, bytes) = request.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fingerprint = Fingerprint::of(&parts.method, target, &bytes);
     let (_, hold) = job::hold(facade, &parts.headers, extra);

@@ -22,8 +22,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use redis::AsyncCommands;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -34,6 +32,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::cluster::{unavailable, Cluster};
 use crate::config::Callback;
+use crate::connection::{Phase, Settings};
 use crate::idempotency::{StoreError, StoreResult};
 use crate::state::State;
 
@@ -281,25 +280,27 @@ fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8])
     hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, secret), body, &tag).is_ok()
 }
 
-/// Serves the callback listener until the process ends.
-pub async fn serve(listener: TcpListener, state: Arc<State>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+/// Serves the callback listener until `listening` leaves serving (after the
+/// client listener has drained: held requests may wait for callbacks to
+/// the end of the grace period).
+pub async fn serve(
+    listener: TcpListener,
+    listening: watch::Receiver<Phase>,
+    settings: Arc<Settings>,
+    state: Arc<State>,
+) {
+    crate::accept::serve_each(listener, settings, MAX_CONNECTIONS, listening, |_peer| {
         let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(take(&state, request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        service_fn(move |request| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(take(&state, request).await) }
+        })
+    })
+    .await;
 }
+
+/// Open callback connections at most.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// One callback: 204 when it reached a waiting job, 404 when it did not
 /// (unknown, used, or not signed as its route requires).

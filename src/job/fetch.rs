@@ -127,7 +127,11 @@ async fn fetch(calls: &JobCalls<'_>, mut url: Url) -> Result<Response<Body>, Err
         }
         // Streamed: an undeclared body that outgrows the limit is cut off
         // mid-stream rather than held.
-        let mut response = proxy::finish(response.map(|b| body::limited(b, limit)));
+        let mut response = proxy::relay(
+            response.map(|b| body::limited(b, limit)),
+            &calls.upstream.config,
+        )
+        .await?;
         response.headers_mut().remove(header::LOCATION);
         return Ok(response);
     }

@@ -188,9 +188,12 @@ async fn poll(
                 Error::Backend { kind, .. } => kind.slug(),
                 _ => "other",
             };
+            // The chain (addresses, library errors) is for the log; the
+            // client may later read only the class.
+            tracing::debug!(error = %crate::error::chain(&err), "status call got no answer");
             return Ok(Polled::Transient(Transient {
                 kind,
-                cause: crate::error::chain(&err),
+                cause: err.detail(),
                 asked: None,
             }));
         }

@@ -191,7 +191,7 @@ async fn submit_job(
                 callback::PATH,
                 registration.token
             );
-            let request = carry(callback, *request, &url, cx.max_request_body).await?;
+            let request = carry(callback, *request, &url, cx.max_request_body()).await?;
             (Some(registration), request)
         }
         None => (None, *request),

@@ -51,7 +51,9 @@ pub async fn accept(
     let facade = calls.facade;
     let status = response.status();
     if !facade.job.statuses.contains(&status) {
-        return Ok(Submitted::Answer(proxy::finish(response)));
+        return Ok(Submitted::Answer(
+            proxy::relay(response, &calls.upstream.config).await?,
+        ));
     }
     let (parts, incoming) = response.into_parts();
     let limit = facade.max_status_body;

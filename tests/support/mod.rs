@@ -395,6 +395,7 @@ pub fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 pub mod jobs;
 pub mod process;
+pub mod raw;
 pub mod redis;
 
 /// A relay in front of `target` that counts the connections it accepts.
