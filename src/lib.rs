@@ -2,14 +2,16 @@
 //!
 //! A request travels through the crate in this order:
 //!
-//! - [`server`] accepts connections and drains on shutdown ([`shutdown`]
+//! - [`server`] accepts connections (through the one accept loop every
+//!   listener runs, [`accept`]) and drains on shutdown ([`shutdown`]
 //!   turns signals into that future, and SIGHUP into a reload), handing
 //!   each connection to one of the [`lanes`] (a thread per core), where
 //!   [`connection`] serves it (HTTP/1.x or h2c, header read timeout,
 //!   graceful close);
 //! - [`service`] gives the request its [`correlation`] ids, loads the
-//!   current configuration generation from [`state`], checks limits, asks
-//!   [`router`] for the route and runs it;
+//!   current configuration generation from [`state`], checks limits and
+//!   `Host`, makes the path canonical with [`target`], asks [`router`] for
+//!   the route and runs it;
 //! - a pass-through route goes to [`proxy`], which forwards with [`headers`]
 //!   hygiene over the pooled clients of [`upstream`], streaming [`body`];
 //! - an async route goes to [`job`]: the sync facade that submits, follows

@@ -264,3 +264,102 @@ pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::router;
+    use crate::target;
+    use proptest::prelude::*;
+
+    /// A route that serves `/pub/*` from the backend's `/public/...`, and a
+    /// catch-all behind it.
+    fn config() -> Config {
+        Config::parse(
+            r#"
+[backends.files]
+url = "http://files.internal:8000/base"
+
+[[routes]]
+name = "pub"
+match = { path = "/pub/*" }
+backend = "files"
+strip_prefix = "/pub"
+add_prefix = "/public"
+
+[[routes]]
+name = "rest"
+match = { path = "/*" }
+backend = "files"
+"#,
+            "test.toml",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("pub".to_owned()),
+            Just("public".to_owned()),
+            Just("..".to_owned()),
+            Just(".".to_owned()),
+            Just("%2e%2E".to_owned()),
+            Just("%2e".to_owned()),
+            Just("%2f".to_owned()),
+            Just("%5c".to_owned()),
+            Just("%70ub".to_owned()),
+            Just("secret".to_owned()),
+            Just(String::new()),
+            "[a-z%.]{1,4}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever the client writes, a request routed to `/pub/*` reaches
+        /// the backend under `/base/public/`, with no dot-segment a backend
+        /// could resolve upwards.
+        #[test]
+        fn no_request_leaves_its_route_prefix(
+            segments in proptest::collection::vec(proptest::collection::vec(piece(), 1..3), 0..7),
+            query in proptest::option::of("[a-z=&.%/]{0,8}"),
+        ) {
+            let config = config();
+            let mut path = String::new();
+            for segment in &segments {
+                path.push('/');
+                path.push_str(&segment.concat());
+            }
+            if path.is_empty() {
+                path.push('/');
+            }
+            let Ok(normal) = target::normalize(&path, false) else {
+                return Ok(());
+            };
+            let route = router::find(&config.routes, &http::Method::GET, None, &normal)
+                .expect("the catch-all matches every normalised path");
+            let target = match &query {
+                Some(q) => format!("{normal}?{q}"),
+                None => normal.to_string(),
+            };
+            let Ok(client) = target.parse::<Uri>() else {
+                return Ok(());
+            };
+            let uri = backend_uri(&route.backend, route, &client).expect("a rewritable path");
+            let sent = uri.path();
+            prop_assert!(sent.starts_with("/base/"), "{path} -> {sent}");
+            if &*route.name == "pub" {
+                prop_assert!(
+                    sent == "/base/public/" || sent.starts_with("/base/public/"),
+                    "{path} -> {sent}"
+                );
+            }
+            for segment in sent.split('/') {
+                prop_assert!(segment != ".." && segment != ".", "{path} -> {sent}");
+                prop_assert!(!segment.eq_ignore_ascii_case("%2e%2e"), "{path} -> {sent}");
+            }
+            prop_assert_eq!(uri.query(), query.as_deref());
+        }
+    }
+}

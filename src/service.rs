@@ -103,7 +103,7 @@ pub fn handle(
         );
         debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
         let mut exchange = Exchange::default();
-        let (mut response, outcome, reached_backend) =
+        let (mut response, mut outcome, reached_backend) =
             // A panic below must still answer (a 500), never drop the
             // connection bare: the client would not know whether to retry.
             match AssertUnwindSafe(
@@ -136,7 +136,14 @@ pub fn handle(
         if let Some(leader) = exchange.leader.take() {
             // Boxed: only the requests that lead an idempotent job need room
             // for it.
-            response = Box::pin(leader.finish(response, reached_backend)).await;
+            response = match Box::pin(leader.finish(response, reached_backend)).await {
+                Ok(response) => response,
+                Err(err) => {
+                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+                    outcome = err.slug();
+                    err.into_response(request_id.to_str().unwrap_or_default())
+                }
+            };
         }
         let headers = response.headers_mut();
         headers.extend(std::mem::take(&mut exchange.extra));

@@ -30,6 +30,8 @@ enum Expect {
     WholeOr502(&'static [u8]),
     /// A 502/504 problem, or a started answer whose body visibly ends short.
     CutOrProblem,
+    /// Exactly this status and body: the backend's answer was sound.
+    Answer(u16, &'static [u8]),
 }
 
 struct Case {
@@ -38,6 +40,8 @@ struct Case {
     expect: Expect,
     /// Appended to the broken backend's table.
     backend_extra: &'static str,
+    /// How later requests are answered, where not like the first.
+    later: Option<Vec<Step>>,
 }
 
 fn case(name: &'static str, steps: Vec<Step>, expect: Expect) -> Case {
@@ -46,6 +50,7 @@ fn case(name: &'static str, steps: Vec<Step>, expect: Expect) -> Case {
         steps,
         expect,
         backend_extra: "",
+        later: None,
     }
 }
 
@@ -54,6 +59,12 @@ fn write(bytes: impl AsRef<[u8]>) -> Step {
 }
 
 const IDLE: &str = r#"body_idle_timeout = "300ms""#;
+
+/// A sound answer.
+const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// A second answer nobody asked for.
+const POISON: &str = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\npoison";
 
 fn cases() -> Vec<Case> {
     use Expect::*;
@@ -175,6 +186,35 @@ fn cases() -> Vec<Case> {
             vec![write(format!("{chunked}zz\r\nhello\r\n0\r\n\r\n")), Close],
             Problem(502),
         ),
+        // Bytes after the answer, which must not become a later client's.
+        Case {
+            later: Some(vec![write(OK)]),
+            ..case(
+                "extra-answer-after-the-answer",
+                vec![write(format!("{OK}{POISON}"))],
+                WholeOr502(b"ok"),
+            )
+        },
+        Case {
+            later: Some(vec![write(OK)]),
+            ..case(
+                "no-content-with-a-body",
+                vec![write(format!(
+                    "HTTP/1.1 204 No Content\r\ncontent-length: 6\r\n\r\npoison"
+                ))],
+                Answer(204, b""),
+            )
+        },
+        case(
+            "interim-then-final",
+            vec![write(format!("HTTP/1.1 100 Continue\r\n\r\n{OK}"))],
+            Answer(200, b"ok"),
+        ),
+        case(
+            "bare-lf-head",
+            vec![write("HTTP/1.1 200 OK\ncontent-length: 2\n\nok")],
+            WholeOr502(b"ok"),
+        ),
         // Heads too large.
         case("oversized-head-one-field", vec![write(&big_field), Close], Problem(502)),
         case("oversized-head-many-fields", vec![write(&many_fields), Close], Problem(502)),
@@ -260,7 +300,7 @@ async fn every_broken_answer_ends_in_a_status_line_or_a_visibly_cut_body() {
     let healthy = Backend::echo().await;
     let mut failures = Failures::default();
     let cases = cases();
-    assert!(cases.len() >= 30);
+    assert!(cases.len() >= 34);
     for case in cases {
         let result = run(&case, &healthy).await;
         failures.check(case.name, result);
@@ -269,8 +309,18 @@ async fn every_broken_answer_ends_in_a_status_line_or_a_visibly_cut_body() {
 }
 
 async fn run(case: &Case, healthy: &Backend) -> Result<(), String> {
-    let steps = case.steps.clone();
-    let broken = RawBackend::start(move |_| steps.clone()).await;
+    let (first, later) = (case.steps.clone(), case.later.clone());
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let broken = RawBackend::start(move |_| {
+        match (
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            &later,
+        ) {
+            (0, _) | (_, None) => first.clone(),
+            (_, Some(later)) => later.clone(),
+        }
+    })
+    .await;
     let toml = toml(broken.addr, healthy.addr, case.backend_extra);
     Config::parse(&toml, "test.toml", None).map_err(|e| format!("config: {e}"))?;
     let baton = TestBaton::start(&toml).await;
@@ -325,6 +375,17 @@ async fn run(case: &Case, healthy: &Backend) -> Result<(), String> {
                 }
             }
         }
+        Expect::Answer(status, body) => {
+            if answer.status != status || !answer.complete || answer.body != body {
+                return Err(format!(
+                    "got {:?} with body {:?} (complete: {}); expected {status} {:?}",
+                    answer.status_line,
+                    answer.text(),
+                    answer.complete,
+                    String::from_utf8_lossy(body)
+                ));
+            }
+        }
         Expect::CutOrProblem => {
             if answer.status == 502 || answer.status == 504 {
                 problem(&answer, answer.status)?;
@@ -359,7 +420,13 @@ async fn run(case: &Case, healthy: &Backend) -> Result<(), String> {
             .as_bytes(),
     )
     .await?;
-    again.first()?;
+    let later = again.first()?;
+    if later.text().contains("poison") {
+        return Err(format!(
+            "a later client got bytes the backend sent after its answer: {:?}",
+            later.text()
+        ));
+    }
     Ok(())
 }
 

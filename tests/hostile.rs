@@ -277,6 +277,30 @@ fn smuggling_cases() -> Vec<Smuggle> {
             "5;name=value\r\nhello\r\n0\r\n\r\n",
             hello,
         ),
+        // A Content-Length beside chunked that no parser can read.
+        s(
+            "te-then-invalid-cl",
+            "Transfer-Encoding: chunked\r\nContent-Length: abc\r\n",
+            &zero_then_smuggled,
+            empty,
+        ),
+        s(
+            "invalid-cl-then-te",
+            "Content-Length: abc\r\nTransfer-Encoding: chunked\r\n",
+            &zero_then_smuggled,
+            empty,
+        ),
+        // Request lines that are not HTTP/1.1's.
+        Smuggle {
+            name: "request-line-extra-token",
+            bytes: b"GET /s HTTP/1.1 extra\r\nHost: x\r\n\r\n".to_vec(),
+            accepted: None,
+        },
+        Smuggle {
+            name: "http09-request-line",
+            bytes: b"GET /s\r\n\r\n".to_vec(),
+            accepted: None,
+        },
     ]
 }
 
@@ -284,7 +308,7 @@ fn smuggling_cases() -> Vec<Smuggle> {
 async fn smuggling_is_refused_or_read_one_way_and_never_reaches_the_backend_twice() {
     let mut failures = Failures::default();
     let cases = smuggling_cases();
-    assert!(cases.len() >= 35);
+    assert!(cases.len() >= 40);
     for case in &cases {
         failures.check(case.name, smuggle(case).await);
     }
@@ -427,6 +451,16 @@ const TRAVERSAL: &[(&str, &str, Goes)] = {
             "/pub/x?a=../../b",
             Pub("/public/x?a=../../b"),
         ),
+        ("three-dots-is-a-name", "/pub/.../x", Pub("/public/.../x")),
+        ("many-single-dots", "/pub/./././x", Pub("/public/x")),
+        ("iis-u-escape", "/pub/%u002e%u002e/secret", Rejected),
+        ("encoded-above-root", "/pub/%2e%2e/%2e%2e/secret", Rejected),
+        (
+            "encoded-slashes-and-dots",
+            "/pub/a%2f..%2f..%2fsecret",
+            Rejected,
+        ),
+        ("nul-after-dots", "/pub/..%00/secret", Rejected),
     ]
 };
 
@@ -641,7 +675,7 @@ backend = "other"
             let (f_new, o_new) = (&files.seen()[f..], &other.seen()[o..]);
             match expect {
                 Some(path) => {
-                    if status != 200 || f_new.len() != 1 || f_new[0].uri.to_string() != path {
+                    if status != 200 || f_new.len() != 1 || f_new[0].uri != path {
                         return Err(format!(
                             "got {status}, the files backend saw {:?}; expected {path}",
                             f_new.iter().map(|s| s.uri.to_string()).collect::<Vec<_>>()
@@ -696,6 +730,12 @@ async fn requests_without_one_valid_host_are_refused() {
             400,
         ),
         ("host-with-path", "GET /h HTTP/1.1\r\nHost: x/y\r\n", 400),
+        // RFC 9112 §3.2: Host is required even beside an absolute target.
+        (
+            "absolute-form-without-host",
+            "GET http://a.example/h HTTP/1.1\r\n",
+            400,
+        ),
         // HTTP/1.0 has no Host requirement.
         ("http10-without-host", "GET /h HTTP/1.0\r\n", 200),
     ] {
@@ -803,7 +843,7 @@ backend = "b"
                     "X-Forwarded-Host {xfh:?}; expected {forwarded_host}"
                 ));
             }
-            if seen.uri.to_string() != "/x" {
+            if seen.uri != "/x" {
                 return Err(format!("the backend got target {}", seen.uri));
             }
             Ok(())
@@ -883,6 +923,15 @@ async fn forwarding_fields_from_a_trusted_proxy_are_appended_to() {
     assert!(
         forwarded.contains("for=6.6.6.6") && forwarded.contains("for=127.0.0.1"),
         "Forwarded: {forwarded}"
+    );
+    // Two X-Forwarded-For lines are one list, in order.
+    let request = "GET /f HTTP/1.1\r\nHost: front.example\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                   X-Forwarded-For: 7.7.7.7\r\nConnection: close\r\n\r\n";
+    let answered = exchange(baton.addr, request.as_bytes()).await.unwrap();
+    assert_eq!(answered.first().unwrap().status, 200, "{}", answered.text());
+    assert_eq!(
+        header(&backend.last(), "x-forwarded-for"),
+        ["6.6.6.6, 7.7.7.7, 127.0.0.1"]
     );
     still_serves(baton.addr, "/after").await.unwrap();
 }
@@ -1063,7 +1112,9 @@ upgrades = []
 // ---------------------------------------------------------------------------
 // HTTP/2 abuse.
 
-fn base(path: &'static str) -> Vec<(&'static str, &'static str)> {
+type Fields = Vec<(&'static str, &'static str)>;
+
+fn base(path: &'static str) -> Fields {
     vec![
         (":method", "GET"),
         (":scheme", "http"),
@@ -1072,37 +1123,26 @@ fn base(path: &'static str) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn with(
-    mut fields: Vec<(&'static str, &'static str)>,
-    extra: &[(&'static str, &'static str)],
-) -> Vec<(&'static str, &'static str)> {
+fn with(mut fields: Fields, extra: &[(&'static str, &'static str)]) -> Fields {
     fields.extend_from_slice(extra);
     fields
 }
 
-fn without(
-    fields: Vec<(&'static str, &'static str)>,
-    name: &str,
-) -> Vec<(&'static str, &'static str)> {
+fn without(fields: Fields, name: &str) -> Fields {
     fields.into_iter().filter(|(n, _)| *n != name).collect()
 }
 
-fn replace(
-    fields: Vec<(&'static str, &'static str)>,
-    name: &str,
-    value: &'static str,
-) -> Vec<(&'static str, &'static str)> {
+fn replace(fields: Fields, name: &str, value: &'static str) -> Fields {
     fields
         .into_iter()
         .map(|(n, v)| if n == name { (n, value) } else { (n, v) })
         .collect()
 }
 
-fn malformed_h2_requests() -> Vec<(
-    &'static str,
-    Vec<(&'static str, &'static str)>,
-    Option<&'static [u8]>,
-)> {
+/// (case, request fields, request body)
+type H2Case = (&'static str, Fields, Option<&'static [u8]>);
+
+fn malformed_h2_requests() -> Vec<H2Case> {
     let get = || base("/h2");
     let post = || replace(base("/h2"), ":method", "POST");
     vec![
@@ -1179,6 +1219,14 @@ fn malformed_h2_requests() -> Vec<(
         (
             "authority-with-space",
             replace(get(), ":authority", "a b"),
+            None,
+        ),
+        (
+            "header-list-too-large",
+            with(
+                get(),
+                &[("x-big", Box::leak("v".repeat(64 * 1024).into_boxed_str()))],
+            ),
             None,
         ),
     ]
@@ -1327,6 +1375,31 @@ async fn rapid_reset_is_cut_off_or_absorbed_and_baton_keeps_serving() {
     still_serves(baton.addr, "/after").await.unwrap();
 }
 
+#[tokio::test]
+async fn a_header_block_that_never_ends_is_cut_off() {
+    let backend = Backend::echo().await;
+    let baton = TestBaton::start(&config(backend.addr, "", "")).await;
+    let mut conn = H2::connect(baton.addr).await;
+    // HEADERS without END_HEADERS, then CONTINUATION frames of junk fields
+    // without end (CVE-2024-27316's shape): 4 MiB if Baton read them all.
+    let mut flood = h2::frame(h2::HEADERS, h2::END_STREAM, 1, &h2::encode(&base("/cont")));
+    let piece = h2::encode(&[("x-junk", &"j".repeat(1000))]);
+    for _ in 0..4096 {
+        flood.extend(h2::frame(h2::CONTINUATION, 0, 1, &piece));
+    }
+    let _ = conn.send(&flood).await;
+    let outcome = conn.outcome(1).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::GoAway(_) | Outcome::Closed | Outcome::Reset(_)
+        ) || outcome.status().is_some_and(|s| (400..500).contains(&s)),
+        "the endless header block was not refused: {outcome:?}"
+    );
+    assert_eq!(backend.count(), 0);
+    h2_still_serves(baton.addr).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // Slow heads and bodies.
 
@@ -1357,6 +1430,38 @@ async fn slow_or_absent_heads_lose_their_connection() {
         .await;
         failures.check(name, result);
     }
+    // A head sent a byte at a time, never finishing: the header timeout
+    // bounds the whole head, not the gap between its bytes.
+    let trickle = async {
+        let mut stream = TcpStream::connect(baton.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+        let closed = tokio::time::timeout(LIMIT, async {
+            let mut buf = [0u8; 256];
+            loop {
+                tokio::select! {
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    },
+                    _ = tick.tick() => {
+                        if stream.write_all(b"a").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        closed.map_err(|_| format!("a trickled head kept its connection past {LIMIT:?}"))
+    }
+    .await;
+    failures.check("head-trickled-a-byte-at-a-time", trickle);
     failures.check(
         "backend-saw-nothing",
         if backend.count() == 0 {
@@ -1504,7 +1609,9 @@ async fn pipelined_requests_are_answered_in_order_and_stop_at_a_close() {
     let backend = Backend::echo().await;
     let baton = TestBaton::start(&config(backend.addr, "", "")).await;
     let mut failures = Failures::default();
-    let cases: [(&str, &str, &[(&str, &str)]); 4] = [
+    // (case, bytes, the (target, body) of each answer in order)
+    type Pipelined<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: [Pipelined; 4] = [
         (
             "two-in-one-write",
             "GET /p/1 HTTP/1.1\r\nHost: x\r\n\r\n\

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{scoped_key, Begin, Fingerprint, Store, Stored};
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, Idempotency};
-use crate::error::{ClientError, Error, JobError, JobRef};
+use crate::error::{BackendError, BoxError, ClientError, Error, JobError, JobRef};
 use crate::job::continuation::Ticket;
 use crate::job::{self, JobEnv, Progress, Submission};
 use crate::proxy::Forward;
@@ -196,11 +196,13 @@ impl Leader {
     /// ends the job, else leaves the job for the next retry to follow.
     /// `reached_backend` is false when the request failed before the job
     /// API could have received it.
+    /// The answer's body is read here, before its head goes out, so a body
+    /// that breaks is still answered with a status line (a 502).
     pub async fn finish(
         mut self,
         response: Response<Body>,
         reached_backend: bool,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, Error> {
         self.finished = true;
         let ends_job = match &self.progress.submit {
             Submission::Accepted(_) => !self.progress.job_goes_on,
@@ -211,18 +213,25 @@ impl Leader {
         };
         if !ends_job {
             self.let_go().await;
-            return response;
+            return Ok(response);
         }
-        let (response, stored) = capture(response, self.max_stored_body).await;
-        match stored {
-            Some(stored) => {
-                if let Err(e) = self.store.complete(&self.key, stored).await {
-                    tracing::warn!(error = %e, "the answer could not be kept for retries");
-                }
+        let (response, stored) = match capture(response, self.max_stored_body).await {
+            Ok(captured) => captured,
+            Err(e) => {
+                self.let_go().await;
+                let kind = BackendError::Broken {
+                    cause: crate::error::chain(&*e),
+                    source: e,
+                };
+                return Err(Error::job(&JobRef::default(), JobError::Call(kind)));
             }
-            None => self.let_go().await,
+        };
+        if let Some(stored) = stored {
+            if let Err(e) = self.store.complete(&self.key, stored).await {
+                tracing::warn!(error = %e, "the answer could not be kept for retries");
+            }
         }
-        response
+        Ok(response)
     }
 
     async fn let_go(&self) {
@@ -262,8 +271,12 @@ async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
 }
 
 /// Reads the answer's body for keeping, up to `limit`. A larger body still
-/// reaches the client whole: the part read so far, then the rest.
-async fn capture(response: Response<Body>, limit: usize) -> (Response<Body>, Option<Stored>) {
+/// reaches the client whole: the part read so far, then the rest. A body
+/// that breaks before `limit` is an error: nothing of it was sent yet.
+async fn capture(
+    response: Response<Body>,
+    limit: usize,
+) -> Result<(Response<Body>, Option<Stored>), BoxError> {
     let (parts, mut incoming) = response.into_parts();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut size = 0;
@@ -283,20 +296,15 @@ async fn capture(response: Response<Body>, limit: usize) -> (Response<Body>, Opt
                     let head =
                         stream::iter(chunks.into_iter().map(|c| Ok(http_body::Frame::data(c))));
                     let body = StreamBody::new(head.chain(BodyStream::new(incoming)));
-                    return (
+                    return Ok((
                         Response::from_parts(parts, body::stream(body)),
                         Some(stored),
-                    );
+                    ));
                 }
             }
-            // The answer broke mid-way: the client sees the break, and
-            // nothing is kept.
-            Some(Err(e)) => {
-                let head = stream::iter(chunks.into_iter().map(|c| Ok(http_body::Frame::data(c))));
-                let failed = stream::once(async move { Err(e) });
-                let body = StreamBody::new(head.chain(failed));
-                return (Response::from_parts(parts, body::stream(body)), None);
-            }
+            // The answer broke before any of it went out: nothing is kept,
+            // and the client gets a 502 rather than a cut connection.
+            Some(Err(e)) => return Err(e),
         }
     }
     let bytes: Bytes = match chunks.len() {
@@ -312,5 +320,5 @@ async fn capture(response: Response<Body>, limit: usize) -> (Response<Body>, Opt
         headers: kept,
         body: bytes.clone(),
     };
-    (Response::from_parts(parts, body::full(bytes)), Some(stored))
+    Ok((Response::from_parts(parts, body::full(bytes)), Some(stored)))
 }

@@ -716,7 +716,7 @@ fn first_complete(buf: &[u8]) -> Option<(RawResponse, usize)> {
     loop {
         let rest = &buf[offset..];
         let head_end = find(rest, b"\r\n\r\n")?;
-        let parsed = parse_responses(&rest[..]);
+        let parsed = parse_responses(rest);
         let first = parsed.first()?;
         // Only a framed body can be known complete before the close.
         let framed = first.status < 200
@@ -970,8 +970,11 @@ pub mod h2 {
         partial: HashMap<u32, (Vec<u8>, bool)>,
         /// Decoded answers of streams not asked for yet.
         done: HashMap<u32, Outcome>,
-        open: HashMap<u32, (u16, Vec<(String, String)>, Vec<u8>)>,
+        /// Answers under way: status, fields, body so far.
+        open: HashMap<u32, Answer>,
     }
+
+    type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
     impl H2 {
         /// Connects and sends the preface and an empty SETTINGS frame.
