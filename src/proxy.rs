@@ -49,8 +49,20 @@ impl Forward<'_> {
     }
 }
 
-pub async fn forward(
-    cx: Forward<'_>,
+/// Forwards `request` and relays the answer. A request whose answer has
+/// not started when the grace period ends gets a 503, not a connection cut
+/// without a status line.
+pub async fn forward(cx: Forward<'_>, request: Request<Incoming>) -> Result<Response<Body>, Error> {
+    let mut drain = cx.drain.clone();
+    tokio::select! {
+        biased;
+        answer = exchange(&cx, request) => answer,
+        _ = drain.wait_for(|now| *now) => Err(Error::ShuttingDown),
+    }
+}
+
+async fn exchange(
+    cx: &Forward<'_>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Error> {
     let backend = &cx.upstream.config;
@@ -69,7 +81,7 @@ pub async fn forward(
         cx.buffer_budget,
     )
     .await?;
-    let mut outgoing = prepare(&cx, Request::from_parts(parts, body))?;
+    let mut outgoing = prepare(cx, Request::from_parts(parts, body))?;
     if let Some(protocol) = upgrade {
         headers::set_upgrade(outgoing.headers_mut(), protocol);
     }
@@ -78,7 +90,7 @@ pub async fn forward(
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
-            return tunnel(backend, client_upgrade, response, &cx);
+            return tunnel(backend, client_upgrade, response, cx);
         }
         return Err(Error::backend(
             &backend.name,

@@ -305,12 +305,13 @@ fn dispatch<'a>(
             .into());
         }
         let (_, hold) = job::hold(facade, &parts.headers, &mut exchange.extra);
-        let bytes = Box::pin(body::collect(
-            incoming,
-            &cx.reading,
-            Some((started + hold, hold)),
-        ))
-        .await?;
+        let mut drain = cx.drain.clone();
+        let collecting = body::collect(incoming, &cx.reading, Some((started + hold, hold)));
+        let bytes = tokio::select! {
+            biased;
+            bytes = Box::pin(collecting) => bytes?,
+            _ = drain.wait_for(|now| *now) => return Err(Error::ShuttingDown),
+        };
         let request = Request::from_parts(parts, bytes);
         hold_place(state, generation, route, exchange)?;
         let env = job_env(state, generation, route);

@@ -42,7 +42,11 @@ pub fn normalize(path: &str, allow_encoded_slash: bool) -> Result<Cow<'_, str>, 
     let normalized = if is_plain(path) {
         Cow::Borrowed(path)
     } else {
-        Cow::Owned(remove_dot_segments(&decode_unreserved(path)?)?)
+        match remove_dot_segments(&decode_unreserved(path)?)? {
+            // Escapes already in canonical form: nothing changed.
+            same if same == path => Cow::Borrowed(path),
+            changed => Cow::Owned(changed),
+        }
     };
     if has_encoded_slash(&normalized) && (!allow_encoded_slash || hides_dot_segment(&normalized)) {
         return Err(TargetError::EncodedSlash);
@@ -56,10 +60,10 @@ pub fn has_encoded_slash(path: &str) -> bool {
     path.contains('\\') || encoded_separators(path).next().is_some()
 }
 
-/// Nothing to do: no escapes, no backslash, and no segment that starts
-/// with a dot (the common case, checked without allocating).
+/// Nothing to do: no escapes, no backslash, and no dot-segment (the
+/// common case, checked without allocating).
 fn is_plain(path: &str) -> bool {
-    !path.contains(['%', '\\']) && !path.contains("/.")
+    !path.contains(['%', '\\']) && !path.split('/').any(|s| s == "." || s == "..")
 }
 
 /// Decodes escapes of unreserved characters and upper-cases the rest.

@@ -199,9 +199,9 @@ fn cases() -> Vec<Case> {
             later: Some(vec![write(OK)]),
             ..case(
                 "no-content-with-a-body",
-                vec![write(format!(
-                    "HTTP/1.1 204 No Content\r\ncontent-length: 6\r\n\r\npoison"
-                ))],
+                vec![write(
+                    "HTTP/1.1 204 No Content\r\ncontent-length: 6\r\n\r\npoison",
+                )],
                 Answer(204, b""),
             )
         },

@@ -603,7 +603,7 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Result<Exchange, String
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.write_all(bytes).await;
+    let _ = tokio::time::timeout(LIMIT, stream.write_all(bytes)).await;
     read_until_close(&mut stream).await
 }
 
@@ -997,7 +997,10 @@ pub mod h2 {
 
         /// Writes raw bytes; an error (Baton closed) is returned, not fatal.
         pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-            self.stream.write_all(bytes).await
+            match tokio::time::timeout(LIMIT, self.stream.write_all(bytes)).await {
+                Ok(written) => written,
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
         }
 
         /// The next frame; `None` when the connection closed or after
