@@ -1315,8 +1315,8 @@ async fn an_h2_body_that_contradicts_its_content_length_never_reaches_the_backen
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let backend = Backend::echo().await;
-    // Heads get longer than the safety limit: only the idle timeout can
-    // close these connections in time.
+    // The header timeout is set past the safety limit, so only the idle
+    // timeout can close these connections in time.
     let baton = TestBaton::start(&config(
         backend.addr,
         "idle_timeout = \"300ms\"\nheader_read_timeout = \"30s\"",

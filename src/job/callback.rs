@@ -19,7 +19,6 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use redis::AsyncCommands;
@@ -341,10 +340,18 @@ async fn take(state: &State, request: Request<Incoming>) -> Response<Body> {
         return reply(StatusCode::NOT_FOUND);
     };
     let (parts, incoming) = request.into_parts();
-    let Ok(collected) = Limited::new(incoming, MAX_BODY).collect().await else {
-        return reply(StatusCode::PAYLOAD_TOO_LARGE);
+    let reading = body::Reading {
+        limit: MAX_BODY as u64,
+        buffer: MAX_BODY as u64,
+        idle: generation.config.server.body_read_timeout,
     };
-    let bytes = collected.to_bytes();
+    let bytes = match body::collect(incoming, &reading, None).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let status = crate::error::Error::from(e).status();
+            return reply(status);
+        }
+    };
     if !verify_signature(callback, &parts.headers, &bytes) {
         return reply(StatusCode::NOT_FOUND);
     }

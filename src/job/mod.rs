@@ -450,12 +450,9 @@ async fn carry(
             Ok(Request::from_parts(parts, incoming))
         }
         CallbackCarrier::Pointer(pointer) => {
-            let bytes = match body::limited(incoming, limit).collect().await {
+            let bytes = match incoming.collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<body::TooLarge>() => {
-                    return Err(ClientError::BodyTooLarge { limit }.into())
-                }
-                Err(e) => return Err(ClientError::BodyRead(e).into()),
+                Err(e) => return Err(body::client_error(e, limit).into()),
             };
             let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                 ClientError::BadRequest(format!("this route needs a JSON body ({e})"))
