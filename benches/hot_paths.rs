@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-request hot paths: route matching over a
 //! hundred routes, header hygiene, reading a job's state out of a 4 KiB
-//! status body, and Retry-After parsing.
+//! status body, Retry-After parsing, and request-target normalisation.
 //!
 //! `cargo bench --bench hot_paths`; figures go to BENCHMARKS.md.
 
@@ -85,7 +85,7 @@ fn header_hygiene(c: &mut Criterion) {
         b.iter(|| {
             let mut h = black_box(&request).clone();
             headers::strip_hop_by_hop(&mut h);
-            headers::add_forwarded(&mut h, client, Some(&host));
+            headers::add_forwarded(&mut h, client, Some(&host), false);
             headers::add_via(&mut h, Version::HTTP_11);
             h
         })
@@ -145,11 +145,28 @@ fn retry_after(c: &mut Criterion) {
     group.finish();
 }
 
+/// The request-target normaliser: the common path it leaves alone, and a
+/// path with escapes and dot-segments it rewrites.
+fn target_normalize(c: &mut Criterion) {
+    let mut group = c.benchmark_group("target_normalize");
+    group.bench_function("plain", |b| {
+        b.iter(|| baton::target::normalize(black_box("/api/v1/orders/42/items"), false).is_ok())
+    });
+    group.bench_function("dots_and_escapes", |b| {
+        b.iter(|| {
+            baton::target::normalize(black_box("/api/v1/./orders/%34%32/../42/it%65ms"), false)
+                .is_ok()
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     route_matching,
     header_hygiene,
     job_state,
-    retry_after
+    retry_after,
+    target_normalize
 );
 criterion_main!(benches);

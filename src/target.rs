@@ -30,6 +30,8 @@ pub enum TargetError {
     Nul,
     #[error("the path has an encoded slash or a backslash, which this route does not accept")]
     EncodedSlash,
+    #[error("the path has a dot-segment with parameters (`..;`)")]
+    DotParameters,
 }
 
 /// The canonical form of `path` (no query): borrowed when it already is.
@@ -50,6 +52,9 @@ pub fn normalize(path: &str, allow_encoded_slash: bool) -> Result<Cow<'_, str>, 
     };
     if has_encoded_slash(&normalized) && (!allow_encoded_slash || hides_dot_segment(&normalized)) {
         return Err(TargetError::EncodedSlash);
+    }
+    if normalized.contains(';') && normalized.split('/').any(is_dot_with_parameters) {
+        return Err(TargetError::DotParameters);
     }
     Ok(normalized)
 }
@@ -152,6 +157,15 @@ fn encoded_separators(path: &str) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// `..;x` or `.;x`: Tomcat and other servlet containers drop a segment's
+/// `;parameters` and then resolve the dots, so `/pub/..;/admin` is
+/// `/admin` to them while it looks like a plain segment to anyone else.
+fn is_dot_with_parameters(segment: &str) -> bool {
+    segment
+        .split_once(';')
+        .is_some_and(|(name, _)| name == "." || name == "..")
+}
+
 /// Whether a backend that decodes encoded separators would find a
 /// dot-segment: `/a/..%2Fsecret` is `/a/../secret` to it.
 fn hides_dot_segment(path: &str) -> bool {
@@ -200,6 +214,9 @@ mod tests {
         assert_eq!(n("/a%zz"), Err(TargetError::BadEscape));
         assert_eq!(n("/a%00"), Err(TargetError::Nul));
         assert_eq!(n("*"), Err(TargetError::NotAbsolute));
+        assert_eq!(n("/pub/..;/admin"), Err(TargetError::DotParameters));
+        assert_eq!(n("/pub/%2e;x/admin"), Err(TargetError::DotParameters));
+        assert_eq!(n("/a;b/c"), Ok("/a;b/c".into()));
         assert_eq!(
             normalize("/a%2fb", true).map(Cow::into_owned),
             Ok("/a%2Fb".into())
@@ -223,6 +240,8 @@ mod tests {
             Just("%25".to_owned()),
             Just("%41".to_owned()),
             Just("%7e".to_owned()),
+            Just(";".to_owned()),
+            Just("..;x".to_owned()),
             Just("%3f".to_owned()),
             Just("%".to_owned()),
             Just("%0".to_owned()),
@@ -263,6 +282,10 @@ mod tests {
                     proptest::prop_assert!(!segment.eq_ignore_ascii_case("%2e"), "{path} -> {out}");
                 }
                 proptest::prop_assert!(!hides_dot_segment(&out), "{path} -> {out}");
+                proptest::prop_assert!(
+                    !out.split('/').any(is_dot_with_parameters),
+                    "{path} -> {out}"
+                );
                 if !allow {
                     proptest::prop_assert!(!has_encoded_slash(&out), "{path} -> {out}");
                 }
