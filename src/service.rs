@@ -305,8 +305,12 @@ fn dispatch<'a>(
             .into());
         }
         let (_, hold) = job::hold(facade, &parts.headers, &mut exchange.extra);
+        // The upload counts against the hold, but never gets less than one
+        // body-read pause: `Prefer: wait=0` must not refuse a body that is
+        // on its way.
+        let upload = hold.max(cx.reading.idle);
         let mut drain = cx.drain.clone();
-        let collecting = body::collect(incoming, &cx.reading, Some((started + hold, hold)));
+        let collecting = body::collect(incoming, &cx.reading, Some((started + upload, upload)));
         let bytes = tokio::select! {
             biased;
             bytes = Box::pin(collecting) => bytes?,

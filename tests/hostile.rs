@@ -463,8 +463,16 @@ const TRAVERSAL: &[(&str, &str, Goes)] = {
         ("nul-after-dots", "/pub/..%00/secret", Rejected),
         // Servlet containers drop `;parameters`, then resolve the dots.
         ("dots-with-parameters", "/pub/..;/secret", Rejected),
-        ("encoded-dots-with-parameters", "/pub/%2e%2e;x/secret", Rejected),
-        ("parameters-on-a-name", "/pub/a;v=1/x", Pub("/public/a;v=1/x")),
+        (
+            "encoded-dots-with-parameters",
+            "/pub/%2e%2e;x/secret",
+            Rejected,
+        ),
+        (
+            "parameters-on-a-name",
+            "/pub/a;v=1/x",
+            Pub("/public/a;v=1/x"),
+        ),
     ]
 };
 
