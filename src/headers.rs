@@ -38,6 +38,21 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Fields that proxies and load balancers set and backends act on: the
+/// client's address, the original URL or prefix (which some frameworks
+/// route by, so a client could step outside its route with them). Only a
+/// trusted proxy may send them; from anyone else they are removed.
+const SET_BY_PROXIES: [HeaderName; 8] = [
+    X_REAL_IP,
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
 /// Fields Baton sets for every backend call; a client's `Connection`
 /// header cannot name them away.
 const OWN: [HeaderName; 2] = [X_REQUEST_ID, HeaderName::from_static("traceparent")];
@@ -137,8 +152,10 @@ pub fn add_forwarded(
             &X_FORWARDED_HOST,
             &X_FORWARDED_PROTO,
             &header::FORWARDED,
-            &X_REAL_IP,
-        ] {
+        ]
+        .into_iter()
+        .chain(&SET_BY_PROXIES)
+        {
             headers.remove(name);
         }
     }
@@ -329,6 +346,8 @@ mod tests {
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         h.insert(&X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        h.insert("X-Forwarded-Prefix", HeaderValue::from_static("/admin"));
         let host = HeaderValue::from_static("shop.example:8080");
         add_forwarded(&mut h, "::1".parse().unwrap(), Some(&host), false);
         assert_eq!(h[&X_FORWARDED_FOR], "::1");
@@ -338,7 +357,9 @@ mod tests {
             h[header::FORWARDED],
             "for=\"[::1]\";host=\"shop.example:8080\";proto=http"
         );
-        assert!(!h.contains_key(&X_REAL_IP));
+        for name in &SET_BY_PROXIES {
+            assert!(!h.contains_key(name), "{name} kept");
+        }
     }
 
     #[test]
