@@ -916,6 +916,42 @@ async fn forwarding_fields_from_an_untrusted_peer_are_replaced() {
     still_serves(baton.addr, "/after").await.unwrap();
 }
 
+/// Fields other proxies set and backends act on (some frameworks route by
+/// `X-Original-URL`): from a client, none reaches the backend.
+#[tokio::test]
+async fn proxy_set_fields_from_an_untrusted_peer_are_removed() {
+    let backend = Backend::echo().await;
+    let baton = TestBaton::start(&config(backend.addr, "", "")).await;
+    let mut failures = Failures::default();
+    for name in [
+        "X-Real-IP",
+        "X-Client-IP",
+        "True-Client-IP",
+        "X-Forwarded-Port",
+        "X-Forwarded-Prefix",
+        "X-Forwarded-Server",
+        "X-Original-URL",
+        "X-Rewrite-URL",
+    ] {
+        let request = format!(
+            "GET /f HTTP/1.1\r\nHost: front.example\r\n{name}: /admin\r\nConnection: close\r\n\r\n"
+        );
+        let answered = exchange(baton.addr, request.as_bytes()).await.unwrap();
+        let status = answered.first().map_or(0, |a| a.status);
+        let seen = backend.last();
+        let result = if status != 200 || seen.headers.contains_key(name) {
+            Err(format!(
+                "status {status}; backend saw {:?}",
+                header(&seen, name)
+            ))
+        } else {
+            Ok(())
+        };
+        failures.check(name, result);
+    }
+    failures.assert_none("proxy-set fields");
+}
+
 #[tokio::test]
 async fn forwarding_fields_from_a_trusted_proxy_are_appended_to() {
     let backend = Backend::echo().await;
