@@ -258,7 +258,12 @@ fn bare_server(port: u16) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("the port");
-        let config = baton::Config::parse("", "bare.toml", None).expect("the default config");
+        let config = baton::Config::parse(
+            "[backends.b]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"r\"\nmatch = { path = \"/*\" }\nbackend = \"b\"\n",
+            "bare.toml",
+            None,
+        )
+        .expect("the default server settings");
         let settings = Arc::new(baton::connection::Settings::new(&config.server));
         let (_phase, phase) = tokio::sync::watch::channel(baton::connection::Phase::Serving);
         while let Ok((stream, _)) = listener.accept().await {

@@ -83,9 +83,17 @@ impl Cluster {
             .query_async(&mut conn)
             .await
             .map_err(fail)?;
+        // Instances tell their claims apart by this id: a zero one shared
+        // by two instances would let each take the other's jobs.
         let mut id = [0u8; 8];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-            .unwrap_or_default();
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(
+            |_| {
+                fail(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "no system randomness for the instance id",
+                )))
+            },
+        )?;
         let cluster = Arc::new(Cluster {
             conn,
             namespace: config.namespace.clone(),

@@ -201,6 +201,8 @@ pub mod defaults {
     pub const REQUEST_BUFFER_MEMORY: u64 = 32 * 1024 * 1024;
     pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const UPGRADES: &[&str] = &["websocket"];
+    /// The longest duration any setting takes.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 }
 
 impl Config {
@@ -243,6 +245,15 @@ impl Config {
                 ));
             }
             routes.push(route);
+        }
+        if routes.is_empty() {
+            // Every request would be a 404: a file that lost its routes (or
+            // an empty one) is a mistake, refused at start and on reload.
+            return Err(cx.error(
+                0..0,
+                "routes".to_owned(),
+                "the config has no [[routes]]; Baton would answer every request 404".to_owned(),
+            ));
         }
         let mut backends: Vec<_> = backends.into_values().collect();
         backends.sort_by(|a, b| a.name.cmp(&b.name));
@@ -409,6 +420,14 @@ impl Cx<'_> {
             })?;
             if duration.is_zero() {
                 return Err("must be greater than zero".to_owned());
+            }
+            // Deadlines are instants now + duration: a duration past any
+            // sane one would overflow the clock, and is a typo anyway.
+            if duration > defaults::MAX_DURATION {
+                return Err(format!(
+                    "{text:?} is longer than the longest duration Baton accepts ({})",
+                    humantime::format_duration(defaults::MAX_DURATION)
+                ));
             }
             Ok(duration)
         })

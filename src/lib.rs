@@ -69,6 +69,8 @@ pub enum StartError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    #[error(transparent)]
+    Random(#[from] job::continuation::NoRandomness),
 }
 
 /// How long the admin and callback listeners get to finish their requests

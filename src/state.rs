@@ -98,7 +98,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Result<Self, TrustError> {
+    pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Result<Self, crate::StartError> {
         let server = config.server.clone();
         let metrics = Arc::new(Metrics::new());
         let lanes = server.threads;
@@ -121,7 +121,7 @@ impl State {
             cluster,
             continuation: match &server.continuation_key {
                 Some(key) => Continuation::new(key),
-                None => Continuation::random(),
+                None => Continuation::random()?,
             },
             metrics,
             lanes,

@@ -107,3 +107,43 @@ async fn run_serves_until_sigterm_then_exits_cleanly() {
     let (status, _) = baton.exit().await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let path = temp_config(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[backends.app]\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nname = \"all\"\nmatch = { path = \"/*\" }\nbackend = \"app\"\n",
+    );
+    let mut child = Command::new(BATON)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run baton");
+    let stdout = child.stdout.take().expect("a pipe");
+    // The process logs, then serves; a failed start ends the stream.
+    let listening = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("listening"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(path);
+    let line = listening.expect("Baton logged that it listens");
+    assert!(!line.contains('\u{1b}'), "colour codes in a pipe: {line:?}");
+}
+
+#[test]
+fn a_config_without_routes_is_refused() {
+    for contents in ["", "[server]\nlisten = \"127.0.0.1:0\"\n"] {
+        let path = temp_config(contents);
+        let out = baton(&["check", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{contents:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(":1:1: `routes`: the config has no [[routes]]"),
+            "{stderr}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}

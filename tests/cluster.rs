@@ -268,7 +268,7 @@ fn an_unreachable_cluster_at_start_is_a_clear_exit_64() {
     let path = std::env::temp_dir().join(format!("baton-cluster-{:016x}.toml", fastrand::u64(..)));
     std::fs::write(
         &path,
-        format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nredis = \"redis://127.0.0.1:{port}\"\n"),
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nredis = \"redis://127.0.0.1:{port}\"\n\n[backends.app]\nurl = \"http://127.0.0.1:1\"\n\n[[routes]]\nname = \"all\"\nmatch = {{ path = \"/*\" }}\nbackend = \"app\"\n"),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_baton"))

@@ -187,8 +187,18 @@ fn check_in(src: &str, dir: Option<&Path>, key: &str, line: usize, column: usize
     );
 }
 
+/// The smallest part a config must have: a route (and its backend).
+const ONE_ROUTE: &str = "\n[backends.only]\nurl = \"http://only.internal\"\n\n[[routes]]\nname = \"only\"\nmatch = { path = \"/*\" }\nbackend = \"only\"\n";
+
+/// Parses `src`, adding [`ONE_ROUTE`] when it defines no route of its own
+/// (the tests that use this look at other tables).
 fn parse(src: &str) -> Config {
-    match Config::parse(src, "test.toml", None) {
+    let src = if src.contains("[[routes]]") {
+        src.to_owned()
+    } else {
+        format!("{src}{ONE_ROUTE}")
+    };
+    match Config::parse(&src, "test.toml", None) {
         Ok(config) => config,
         Err(e) => panic!("expected this to parse:\n{src}\nbut: {e}"),
     }
@@ -639,6 +649,28 @@ fn zero_duration() {
 }
 
 #[test]
+fn absurd_durations_are_refused_naming_the_key() {
+    // Any of these, added to "now", would overflow the clock.
+    for value in ["400days", "100y", "18446744073709551615s"] {
+        let (_, line, _, message) = err(&format!(
+            "[backends.app]\nurl = \"http://h\"\nresponse_timeout = \"{value}\"\n"
+        ));
+        assert_eq!(line, 3, "{value}");
+        assert!(
+            message.contains("longest duration") || message.contains("not a duration"),
+            "{value}: {message}"
+        );
+    }
+    check(
+        "[server]\nshutdown_grace = \"500000h\"\n",
+        "server.shutdown_grace",
+        2,
+        18,
+        "longer than the longest duration Baton accepts",
+    );
+}
+
+#[test]
 fn bad_size() {
     check(
         "[server]\nmax_request_body = \"ten megs\"\n",
@@ -1025,11 +1057,22 @@ backend = "app"
 }
 
 #[test]
-fn an_empty_file_is_all_defaults() {
+fn a_file_with_only_a_route_is_all_defaults() {
     let config = parse("");
     assert_eq!(config.server.listen.to_string(), defaults::LISTEN);
-    assert!(config.backends.is_empty());
-    assert!(config.routes.is_empty());
+    assert_eq!(config.backends.len(), 1);
+    assert_eq!(config.routes.len(), 1);
+}
+
+#[test]
+fn a_file_without_routes_is_refused() {
+    for src in [
+        "",
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+        "[backends.app]\nurl = \"http://h\"\n",
+    ] {
+        check(src, "routes", 1, 1, "the config has no [[routes]]");
+    }
 }
 
 #[test]

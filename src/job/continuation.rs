@@ -37,6 +37,11 @@ pub struct Ticket {
     pub original: String,
 }
 
+/// The system's random source failed.
+#[derive(Debug, thiserror::Error)]
+#[error("no system randomness for {0}; refusing to run with a predictable secret")]
+pub struct NoRandomness(pub &'static str);
+
 impl Continuation {
     pub fn new(secret: &[u8]) -> Self {
         // The secret may be any string; the cipher key is derived from it,
@@ -51,15 +56,15 @@ impl Continuation {
         }
     }
 
-    /// A key of this process alone: tokens die with it.
-    pub fn random() -> Self {
+    /// A key of this process alone: tokens die with it. Without system
+    /// randomness there is no key worth having (a zero key would let anyone
+    /// forge monitors), so Baton refuses to start.
+    pub fn random() -> Result<Self, NoRandomness> {
         let mut secret = [0u8; 32];
-        // The OS generator failing leaves a zero key: tokens would still
-        // be per-process opaque values, but say so.
-        if SystemRandom::new().fill(&mut secret).is_err() {
-            tracing::error!("no system randomness for the continuation key");
-        }
-        Self::new(&secret)
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| NoRandomness("the continuation key"))?;
+        Ok(Self::new(&secret))
     }
 
     /// The monitor path for `ticket`.
@@ -68,7 +73,10 @@ impl Continuation {
         let mut sealed = serde_json::to_vec(ticket).unwrap_or_default();
         let mut nonce = [0u8; NONCE_LEN];
         if self.random.fill(&mut nonce).is_err() {
+            // A repeated nonce would expose the key stream: hand out a
+            // monitor that leads nowhere rather than seal with zeros.
             tracing::error!("no system randomness for a continuation nonce");
+            return PREFIX.to_owned();
         }
         if self
             .key
@@ -140,6 +148,6 @@ mod tests {
         assert_eq!(c.open(&token[..token.len() - 2]), None);
         assert_eq!(c.open("garbage"), None);
         assert_eq!(c.open(""), None);
-        assert!(Continuation::random().open(token).is_none());
+        assert!(Continuation::random().unwrap().open(token).is_none());
     }
 }
