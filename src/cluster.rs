@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
 use crate::idempotency::StoreError;
@@ -33,17 +33,20 @@ pub struct Cluster {
     waiters: Arc<Waiters>,
 }
 
-/// Local interest in channels: one `Notify` per channel someone waits on.
+/// Local interest in channels: a change counter per channel someone waits
+/// on. A counter rather than a `Notify`: a watcher remembers the count it
+/// last saw, so a change that lands between its look at the state and its
+/// wait still wakes it (a `Notify` wakes only those already waiting).
 #[derive(Default)]
 struct Waiters {
-    channels: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    channels: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
 }
 
 /// Interest in one channel; dropping it withdraws the interest.
 pub struct Watch {
     waiters: Arc<Waiters>,
     channel: String,
-    notify: Arc<Notify>,
+    changes: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,19 +130,7 @@ impl Cluster {
     /// Starts watching `channel`; watch before reading the state, so a
     /// change between the read and the wait is not missed.
     pub fn watch(&self, channel: String) -> Watch {
-        let notify = {
-            let mut channels = lock(&self.waiters.channels);
-            let entry = channels
-                .entry(channel.clone())
-                .or_insert_with(|| (Arc::new(Notify::new()), 0));
-            entry.1 += 1;
-            Arc::clone(&entry.0)
-        };
-        Watch {
-            waiters: Arc::clone(&self.waiters),
-            channel,
-            notify,
-        }
+        Waiters::watch(&self.waiters, channel)
     }
 
     /// Tells every instance watching `channel` that something changed.
@@ -153,10 +144,45 @@ impl Cluster {
     }
 }
 
+impl Waiters {
+    fn watch(waiters: &Arc<Waiters>, channel: String) -> Watch {
+        let changes = {
+            let mut channels = lock(&waiters.channels);
+            let entry = channels
+                .entry(channel.clone())
+                .or_insert_with(|| (watch::channel(0).0, 0));
+            entry.1 += 1;
+            // Marks the count now as seen: only later changes wake it.
+            entry.0.subscribe()
+        };
+        Watch {
+            waiters: Arc::clone(waiters),
+            channel,
+            changes,
+        }
+    }
+
+    /// Counts a change on `channel`, waking its watchers (now or when they
+    /// next wait).
+    fn changed(&self, channel: &str) {
+        if let Some((changes, _)) = lock(&self.channels).get(channel) {
+            changes.send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+
+    /// Counts a change on every channel: messages may have been missed.
+    fn all_changed(&self) {
+        for (changes, _) in lock(&self.channels).values() {
+            changes.send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+}
+
 impl Watch {
-    /// Waits for a change on the channel, or `recheck` at the latest.
-    pub async fn changed(&self, recheck: Duration) {
-        let _ = tokio::time::timeout(recheck, self.notify.notified()).await;
+    /// Waits for a change on the channel since the last look (which may
+    /// have happened already), or `recheck` at the latest.
+    pub async fn changed(&mut self, recheck: Duration) {
+        let _ = tokio::time::timeout(recheck, self.changes.changed()).await;
     }
 }
 
@@ -189,13 +215,10 @@ async fn subscribe(client: redis::Client, pattern: String, waiters: Arc<Waiters>
                     backoff = Duration::from_millis(100);
                     // Whatever was published while we were away is lost:
                     // have everyone look again.
-                    wake_all(&waiters);
+                    waiters.all_changed();
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
-                        let channel = message.get_channel_name();
-                        if let Some((notify, _)) = lock(&waiters.channels).get(channel) {
-                            notify.notify_waiters();
-                        }
+                        waiters.changed(message.get_channel_name());
                     }
                 }
                 tracing::warn!("cluster subscription lost; reconnecting");
@@ -207,8 +230,43 @@ async fn subscribe(client: redis::Client, pattern: String, waiters: Arc<Waiters>
     }
 }
 
-fn wake_all(waiters: &Waiters) {
-    for (notify, _) in lock(&waiters.channels).values() {
-        notify.notify_waiters();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// A change that lands after a waiter looked at the state but before it
+    /// waits must still wake it at once, not after the recheck interval.
+    #[tokio::test]
+    async fn a_change_between_look_and_wait_is_not_lost() {
+        let waiters = Arc::new(Waiters::default());
+        let mut watch = Waiters::watch(&waiters, "job-1".to_owned());
+        // ... the waiter reads the store here and finds nothing yet ...
+        waiters.changed("job-1");
+        let woke = watch.changed(Duration::from_secs(60)).now_or_never();
+        assert!(woke.is_some(), "the change was lost until the recheck");
+        // Seen now: the next wait waits for the next change.
+        assert!(watch
+            .changed(Duration::from_secs(60))
+            .now_or_never()
+            .is_none());
+        waiters.all_changed();
+        assert!(watch
+            .changed(Duration::from_secs(60))
+            .now_or_never()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn changes_elsewhere_do_not_wake_a_watcher() {
+        let waiters = Arc::new(Waiters::default());
+        let mut watch = Waiters::watch(&waiters, "job-1".to_owned());
+        waiters.changed("job-2");
+        assert!(watch
+            .changed(Duration::from_secs(60))
+            .now_or_never()
+            .is_none());
+        drop(watch);
+        assert!(lock(&waiters.channels).is_empty(), "interest withdrawn");
     }
 }

@@ -358,7 +358,7 @@ impl Store for RedisStore {
                     let cluster = Arc::clone(&self.cluster);
                     Ok(Begin::Wait(Box::pin(async move {
                         // Watch before looking, so a change in between wakes us.
-                        let watch = cluster.watch(keys.channel.clone());
+                        let mut watch = cluster.watch(keys.channel.clone());
                         loop {
                             match look(&cluster, &keys).await {
                                 Ok(Look::Answer(answer)) => return Some(answer),

@@ -216,7 +216,7 @@ impl Registration {
     /// then regardless.
     pub async fn arrived(&mut self) -> Arc<Delivery> {
         let shared = self.callbacks.cluster.clone();
-        let watch = shared.as_ref().map(|cluster| {
+        let mut watch = shared.as_ref().map(|cluster| {
             let key = cluster.key("callback", &self.token);
             (cluster.watch(cluster.channel(&key)), key)
         });
@@ -224,7 +224,7 @@ impl Registration {
             if let Some(delivery) = self.receiver.borrow_and_update().clone() {
                 return delivery;
             }
-            match (&shared, &watch) {
+            match (&shared, &mut watch) {
                 (Some(cluster), Some((watch, key))) => {
                     if let Some(delivery) = fetch(cluster, key).await {
                         return Arc::new(delivery);
