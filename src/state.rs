@@ -74,6 +74,9 @@ impl Generation {
     }
 }
 
+/// How often expired idempotency records are dropped from memory.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Process-wide state shared by every connection.
 pub struct State {
     current: ArcSwap<Generation>,
@@ -115,7 +118,11 @@ impl State {
             )),
             idempotency: match &cluster {
                 Some(cluster) => Arc::new(RedisStore::new(Arc::clone(cluster))),
-                None => Arc::new(MemoryStore::new(server.idempotency_memory)),
+                None => {
+                    let store = Arc::new(MemoryStore::new(server.idempotency_memory));
+                    store.sweep_every(SWEEP_EVERY);
+                    store
+                }
             },
             callbacks: Arc::new(Callbacks::new(cluster.clone())),
             cluster,

@@ -68,6 +68,29 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         crate::sync::lock(&self.inner)
     }
+
+    /// Drops expired records every `every`, for as long as the store lives
+    /// (as mini-redis purges expired keys): without it a record would go
+    /// only when its own key came back, and distinct keys would pile up.
+    pub fn sweep_every(self: &Arc<Self>, every: Duration) {
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                store.lock().sweep(Instant::now());
+            }
+        });
+    }
+
+    /// Bytes of stored answers held now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
 }
 
 impl Inner {
@@ -78,6 +101,20 @@ impl Inner {
             self.bytes -= answer.size();
         }
         Some(record)
+    }
+
+    /// Drops every expired record but those a leader still follows (its
+    /// answer is on the way, and waiters need its record to find it).
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, r)| r.expires <= now && !matches!(r.state, RecordState::Leading { .. }))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.remove(&key);
+        }
     }
 
     /// Drops finished records, oldest first, until within `limit`.
@@ -252,6 +289,37 @@ mod tests {
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    /// Expired records go without their keys coming back: finished,
+    /// detached and too-large alike, and the bytes they held with them. A
+    /// record a leader still follows stays.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_drops_expired_records_and_their_bytes() {
+        let store = Arc::new(MemoryStore::new(1 << 20));
+        store.sweep_every(Duration::from_secs(30));
+        for (key, body) in [("done-1", "one"), ("done-2", "two")] {
+            store.begin(key, fp(body), HOUR).await.unwrap();
+            store.complete(key, answer(body)).await.unwrap();
+        }
+        store.begin("too-large", fp("t"), HOUR).await.unwrap();
+        let too_large = Stored::TooLarge {
+            status: StatusCode::OK,
+            limit: 1,
+        };
+        store.complete("too-large", too_large).await.unwrap();
+        store.begin("detached", fp("d"), HOUR).await.unwrap();
+        store.submitted("detached", ticket()).await.unwrap();
+        store.release("detached").await.unwrap();
+        store.begin("leading", fp("l"), HOUR).await.unwrap();
+        assert_eq!(store.len(), 5);
+        assert!(store.bytes() > 0);
+
+        tokio::time::sleep(HOUR / 2).await;
+        assert_eq!(store.len(), 5, "nothing has expired yet");
+        tokio::time::sleep(HOUR).await;
+        assert_eq!(store.len(), 1, "only the followed record is left");
+        assert_eq!(store.bytes(), 0, "the memory accounting is back to zero");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn lead_wait_replay_mismatch() {
