@@ -322,3 +322,38 @@ fn check_prints_the_effective_routes() {
     assert!(text.contains("held <= 1000"), "{text}");
     assert!(text.contains("default: * /* -> app"), "{text}");
 }
+
+/// The cancel runs after its request is gone; its log line still names the
+/// request and the route.
+#[tokio::test]
+async fn the_cancel_line_carries_the_request_id_and_route() {
+    let api = JobApi::start(Script {
+        polls_until_done: u32::MAX,
+        ..Script::default()
+    })
+    .await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}",
+        async_config(
+            &api,
+            "preset = \"location-303\"\nwait = \"1s\"\ncancel = { on_timeout = true }",
+        )
+    );
+    let mut baton = BatonProcess::start(&config, &[]).await;
+    let request = Request::post(format!("http://{}{}", baton.addr, api.submit_path()))
+        .body(body::full("{}"))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 504);
+    let request_id = answer.header("x-request-id").unwrap().to_owned();
+    let canceled = baton.until("job canceled").await;
+    assert_eq!(
+        canceled["span"]["request_id"],
+        request_id.as_str(),
+        "{canceled}"
+    );
+    assert_eq!(canceled["span"]["route"], "facade", "{canceled}");
+    baton.signal("TERM");
+    let (status, _) = baton.exit().await;
+    assert!(status.success());
+}

@@ -593,6 +593,9 @@ struct Cancel {
     upstream: Upstream,
     request: Request<Body>,
     timeout: Duration,
+    /// The request's span (request id, route, job id), for the cancel's
+    /// log line: it runs after the request is gone.
+    span: tracing::Span,
 }
 
 impl CancelGuard {
@@ -612,6 +615,7 @@ impl CancelGuard {
                 upstream: calls.upstream.clone(),
                 request: calls.request(cancel.method.clone(), &url)?,
                 timeout: calls.facade.poll.timeout,
+                span: tracing::Span::current(),
             }))
         } else {
             None
@@ -646,14 +650,20 @@ impl Drop for CancelGuard {
             upstream,
             request,
             timeout,
+            span,
         } = *cancel;
         let target = request.uri().clone();
         let method: Method = request.method().clone();
-        runtime.spawn(async move {
+        let cancel = async move {
             match upstream.send_within(request, timeout).await {
-                Ok(response) => tracing::info!(%method, %target, status = response.status().as_u16(), "job canceled"),
-                Err(e) => tracing::warn!(%method, %target, error = %crate::error::chain(&e), "cancel failed"),
+                Ok(response) => {
+                    tracing::info!(%method, %target, status = response.status().as_u16(), "job canceled")
+                }
+                Err(e) => {
+                    tracing::warn!(%method, %target, error = %crate::error::chain(&e), "cancel failed")
+                }
             }
-        });
+        };
+        runtime.spawn(tracing::Instrument::instrument(cancel, span));
     }
 }
