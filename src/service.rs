@@ -49,6 +49,69 @@ struct Exchange {
     /// when it ends.
     _held: [Option<Held>; 2],
     _held_metric: Option<HeldMetric>,
+    /// What the access line needs; still here when the request's future is
+    /// dropped (the client went away), so that case is logged and counted
+    /// too. Boxed: most of it is only read once, at the end.
+    line: Option<Box<AccessLine>>,
+}
+
+/// The request as its access line names it.
+struct AccessLine {
+    state: Arc<State>,
+    span: tracing::Span,
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+    started: Instant,
+}
+
+/// The outcome of a request whose client went away before its answer: 499,
+/// as nginx logs it.
+const CLIENT_GONE: &str = "client-gone";
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let Some(line) = self.line.take() else {
+            return;
+        };
+        let route = self.route.clone().unwrap_or_else(|| Arc::clone(&NO_ROUTE));
+        let (job_id, polls) = record_job(&line.state.metrics, &route, self, CLIENT_GONE);
+        line.log(route, 499, CLIENT_GONE, job_id.as_deref(), polls);
+    }
+}
+
+impl AccessLine {
+    /// Counts the request and writes its access line.
+    fn log(
+        &self,
+        route: Arc<str>,
+        status: u16,
+        outcome: &'static str,
+        job_id: Option<&str>,
+        polls: u32,
+    ) {
+        let elapsed = self.started.elapsed();
+        let labels = RouteOutcome { route, outcome };
+        let metrics = &self.state.metrics;
+        metrics.requests.get_or_create(&labels).inc();
+        metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        info!(
+            target: "baton::access",
+            parent: &self.span,
+            method = %self.method,
+            path = %self.path,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            route = %labels.route,
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            job_id = job_id.unwrap_or("-"),
+            polls,
+            outcome,
+        );
+    }
 }
 
 impl Exchange {
@@ -103,6 +166,14 @@ pub fn handle(
         );
         debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
         let mut exchange = Exchange::default();
+        exchange.line = Some(Box::new(AccessLine {
+            state: Arc::clone(&state),
+            span: span.clone(),
+            method,
+            path,
+            request_id: request_id.clone(),
+            started,
+        }));
         let (mut response, mut outcome, reached_backend) =
             // A panic below must still answer (a 500), never drop the
             // connection bare: the client would not know whether to retry.
@@ -147,29 +218,17 @@ pub fn handle(
         }
         let headers = response.headers_mut();
         headers.extend(std::mem::take(&mut exchange.extra));
-        headers.insert(X_REQUEST_ID, request_id.clone());
+        headers.insert(X_REQUEST_ID, request_id);
         headers.insert(correlation::TRACEPARENT, traceparent);
-        let elapsed = started.elapsed();
-        let labels = RouteOutcome { route, outcome };
-        state.metrics.requests.get_or_create(&labels).inc();
-        state
-            .metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        info!(
-            target: "baton::access",
-            parent: &span,
-            %method,
-            %path,
-            status = response.status().as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            route = %labels.route,
-            request_id = request_id.to_str().unwrap_or_default(),
-            job_id = job_id.as_deref().unwrap_or("-"),
-            polls,
-            outcome,
-        );
+        if let Some(line) = exchange.line.take() {
+            line.log(
+                route,
+                response.status().as_u16(),
+                outcome,
+                job_id.as_deref(),
+                polls,
+            );
+        }
         Ok(response)
     }
 }

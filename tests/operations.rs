@@ -357,3 +357,45 @@ async fn the_cancel_line_carries_the_request_id_and_route() {
     let (status, _) = baton.exit().await;
     assert!(status.success());
 }
+
+/// A client that leaves before its answer is counted (and logged) as
+/// nginx does, with a 499: an overload of impatient clients is not
+/// invisible.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_is_counted_as_client_gone() {
+    use tokio::io::AsyncWriteExt;
+    let api = JobApi::start(Script {
+        polls_until_done: u32::MAX,
+        ..Script::default()
+    })
+    .await;
+    let toml = async_config(&api, "preset = \"location-303\"\nwait = \"10m\"").replacen(
+        "[backends.jobs]",
+        "[server]\nadmin = \"127.0.0.1:0\"\n\n[backends.jobs]",
+        1,
+    );
+    let baton = TestBaton::start_with_admin(&toml, true).await;
+    let mut stream = tokio::net::TcpStream::connect(baton.addr).await.unwrap();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}",
+        api.submit_path()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    api.wait_until(|a| a.polls() >= 2).await;
+    drop(stream);
+    let metrics = format!("http://{}/metrics", baton.admin.unwrap());
+    let gone = "baton_requests_total{route=\"facade\",outcome=\"client-gone\"}";
+    tokio::time::timeout(crate::support::HANG, async {
+        // The drop that counts it runs when hyper notices the close.
+        while scrape(&get(&metrics).await.text()).get(gone).copied() != Some(1.0) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {gone} 1 in the metrics"));
+    let scraped = scrape(&get(&metrics).await.text());
+    assert_eq!(
+        scraped.get("baton_requests_held{route=\"facade\"}"),
+        Some(&0.0)
+    );
+}
