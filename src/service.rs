@@ -65,6 +65,36 @@ struct AccessLine {
     started: Instant,
 }
 
+/// Shed requests, for their warning: one line a second at most, with the
+/// count since the last, so an overload does not flood the log too.
+struct ShedLog {
+    since_last: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+static SHED: ShedLog = ShedLog {
+    since_last: std::sync::atomic::AtomicU64::new(0),
+    last: std::sync::Mutex::new(None),
+};
+
+impl ShedLog {
+    fn note(&self, span: &tracing::Span) {
+        use std::sync::atomic::Ordering;
+        self.since_last.fetch_add(1, Ordering::Relaxed);
+        // Whoever holds the lock writes the line; the others just count.
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(now);
+        let shed = self.since_last.swap(0, Ordering::Relaxed);
+        warn!(parent: span, shed, "shedding requests: too many held (this many since the last such line)");
+    }
+}
+
 /// The outcome of a request whose client went away before its answer: 499,
 /// as nginx logs it.
 const CLIENT_GONE: &str = "client-gone";
@@ -187,7 +217,9 @@ pub fn handle(
             {
                 Ok(response) => (response, "ok", true),
                 Err(err) => {
-                    if err.status().is_server_error() {
+                    if let Error::Overloaded { .. } = err {
+                        SHED.note(&span);
+                    } else if err.status().is_server_error() {
                         warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
                     }
                     let (outcome, reached_backend) = (err.slug(), !never_reached_backend(&err));

@@ -399,3 +399,58 @@ async fn a_client_that_leaves_is_counted_as_client_gone() {
         Some(&0.0)
     );
 }
+
+/// An overload sheds every extra request, but writes a warning a second
+/// at most, counting what it shed: the log is not flooded too.
+#[tokio::test]
+async fn shed_requests_are_warned_about_once_a_second_with_a_count() {
+    let api = JobApi::start(Script {
+        polls_until_done: u32::MAX,
+        ..Script::default()
+    })
+    .await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_held = 1\nshutdown_grace = \"1s\"\n{}",
+        async_config(&api, "preset = \"location-303\"\nwait = \"1m\"")
+    );
+    let baton = BatonProcess::start(&config, &[]).await;
+    let url = format!("http://{}{}", baton.addr, api.submit_path());
+    let held = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            send(
+                &client(),
+                Request::post(url).body(body::full("{}")).unwrap(),
+            )
+            .await
+        })
+    };
+    api.wait_until(|a| a.polls() >= 1).await;
+    let client = client();
+    for _ in 0..20 {
+        let answer = send(&client, Request::post(&url).body(body::full("{}")).unwrap()).await;
+        assert_eq!(answer.status, 503);
+    }
+    baton.signal("TERM");
+    let (status, lines) = baton.exit().await;
+    assert!(status.success());
+    assert_eq!(held.await.unwrap().status, 503, "drained");
+    let warnings: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shedding requests"))
+        })
+        .collect();
+    let counted: u64 = warnings
+        .iter()
+        .map(|w| w["fields"]["shed"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (1..=3).contains(&warnings.len()) && counted <= 20,
+        "{} warnings for 20 shed requests: {warnings:?}",
+        warnings.len()
+    );
+}
