@@ -142,13 +142,14 @@ impl State {
 
     /// Replaces the configuration for new requests. Settings of the
     /// listener itself (addresses, connection limits) need a restart.
-    pub fn reload(&self, config: Config) -> Result<(), TrustError> {
+    pub fn reload(&self, mut config: Config) -> Result<(), TrustError> {
         let previous = self.current();
-        if config.server.listen != previous.config.server.listen
-            || config.server.admin != previous.config.server.admin
-            || config.server.threads != previous.config.server.threads
-        {
-            tracing::warn!("listen and admin addresses and threads change only on restart");
+        let kept = keep_restart_only(&previous.config, &mut config);
+        if !kept.is_empty() {
+            tracing::warn!(
+                settings = %kept.join(", "),
+                "reload: these settings change only on restart; their running values stay"
+            );
         }
         let max_held = config.server.max_held;
         let generation = Generation::new(config, Some(&previous), &self.metrics, self.lanes);
@@ -167,6 +168,44 @@ impl State {
     pub fn drain_signal(&self) -> watch::Receiver<bool> {
         self.drain.subscribe()
     }
+}
+
+/// Puts back into `new` the settings a running Baton cannot change (its
+/// sockets, threads, keys, shared store and connection handling are built
+/// at start), so the configuration in force says what is really in force;
+/// returns the names of those that differed.
+fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    let (old, server) = (&running.server, &mut new.server);
+    macro_rules! keep {
+        ($($field:ident),* $(,)?) => {$(
+            if server.$field != old.$field {
+                server.$field = old.$field.clone();
+                kept.push(stringify!($field));
+            }
+        )*};
+    }
+    keep!(
+        listen,
+        admin,
+        threads,
+        continuation_key,
+        callback_listen,
+        idempotency_memory,
+        max_connections,
+        max_header_size,
+        header_read_timeout,
+        keep_alive,
+        idle_timeout,
+        http2_keep_alive_interval,
+        http2_keep_alive_timeout,
+        request_buffer_memory,
+    );
+    if new.cluster != running.cluster {
+        new.cluster = running.cluster.clone();
+        kept.push("cluster");
+    }
+    kept
 }
 
 /// A count of requests held, with its limit.
@@ -209,5 +248,35 @@ pub struct Held(Arc<Gauge>);
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str) -> Config {
+        let text = format!(
+            "[server]\n{server}\n[backends.b]\nurl = \"http://b\"\n[[routes]]\nname = \"r\"\nmatch = {{ path = \"/*\" }}\nbackend = \"b\"\n"
+        );
+        Config::parse(&text, "test.toml", None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_reload_keeps_and_names_the_settings_only_a_restart_changes() {
+        let running = config("max_connections = 100\nmax_held = 5\nshutdown_grace = \"5s\"");
+        let mut new = config(
+            "max_connections = 200\nmax_header_size = \"8KiB\"\nmax_held = 7\nshutdown_grace = \"9s\"\nlisten = \"127.0.0.1:9999\"",
+        );
+        let kept = keep_restart_only(&running, &mut new);
+        assert_eq!(kept, ["listen", "max_connections", "max_header_size"]);
+        assert_eq!(new.server.max_connections, 100);
+        assert_eq!(new.server.max_header_size, running.server.max_header_size);
+        assert_eq!(new.server.listen, running.server.listen);
+        // What a reload can change, it changes.
+        assert_eq!(new.server.max_held, 7);
+        assert_eq!(new.server.shutdown_grace, std::time::Duration::from_secs(9));
+        let mut same = config("max_connections = 100\nmax_held = 5");
+        assert!(keep_restart_only(&running, &mut same).is_empty());
     }
 }
