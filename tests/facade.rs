@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::support::jobs::{
-    async_config, post, Dialect, JobApi, Outcome, RetryAfter, Script, UrlStyle,
+    async_config, post, submit_then_hang_up, Dialect, JobApi, Outcome, RetryAfter, Script, UrlStyle,
 };
 use crate::support::{client, send, Answer, TestBaton};
 
@@ -459,20 +459,6 @@ async fn cancel_at_the_deadline_when_configured() {
         .unwrap();
     assert_eq!(cancel.uri.path(), "/status/job-1");
     assert_eq!(cancel.headers["authorization"], "Bearer t");
-}
-
-/// Sends a submit on a raw connection and hangs up once the job is being
-/// polled.
-async fn submit_then_hang_up(baton: &TestBaton, api: &JobApi) {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(baton.addr).await.unwrap();
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}",
-        api.submit_path()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    api.wait_until(|a| a.polls() >= 2).await;
-    drop(stream);
 }
 
 #[tokio::test(start_paused = true)]

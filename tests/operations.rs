@@ -8,7 +8,9 @@ use baton::body;
 use http::Request;
 use serde_json::{json, Value};
 
-use crate::support::jobs::{async_config, post, Dialect, JobApi, Outcome, Script};
+use crate::support::jobs::{
+    async_config, post, submit_then_hang_up, Dialect, JobApi, Outcome, Script,
+};
 use crate::support::process::BatonProcess;
 use crate::support::{client, get, send, Backend, TestBaton};
 
@@ -363,7 +365,6 @@ async fn the_cancel_line_carries_the_request_id_and_route() {
 /// invisible.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_leaves_is_counted_as_client_gone() {
-    use tokio::io::AsyncWriteExt;
     let api = JobApi::start(Script {
         polls_until_done: u32::MAX,
         ..Script::default()
@@ -375,14 +376,7 @@ async fn a_client_that_leaves_is_counted_as_client_gone() {
         1,
     );
     let baton = TestBaton::start_with_admin(&toml, true).await;
-    let mut stream = tokio::net::TcpStream::connect(baton.addr).await.unwrap();
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}",
-        api.submit_path()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    api.wait_until(|a| a.polls() >= 2).await;
-    drop(stream);
+    submit_then_hang_up(&baton, &api).await;
     let metrics = format!("http://{}/metrics", baton.admin.unwrap());
     let gone = "baton_requests_total{route=\"facade\",outcome=\"client-gone\"}";
     tokio::time::timeout(crate::support::HANG, async {

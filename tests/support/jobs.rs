@@ -247,6 +247,20 @@ pub fn async_config(api: &JobApi, table: &str) -> String {
     route_config(api.addr, api.submit_path(), table)
 }
 
+/// Sends a submit on a raw connection and hangs up once the job is being
+/// polled.
+pub async fn submit_then_hang_up(baton: &TestBaton, api: &JobApi) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(baton.addr).await.unwrap();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}",
+        api.submit_path()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    api.wait_until(|a| a.polls() >= 2).await;
+    drop(stream);
+}
+
 /// POSTs the client's request to `path` through Baton.
 pub async fn post(baton: &TestBaton, path: &str, headers: &[(&str, &str)]) -> Answer {
     let mut request = Request::post(baton.url(path));
