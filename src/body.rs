@@ -86,8 +86,13 @@ pub struct IdleTimeout<B> {
     inner: B,
     timeout: Duration,
     from_client: bool,
-    /// Boxed so the body stays `Unpin`; armed at the first poll.
+    /// Boxed so the body stays `Unpin`; armed at the first wait.
     sleep: Option<Pin<Box<Sleep>>>,
+    /// A frame came since the timer was last set. The timer is not reset
+    /// per frame (a timer-wheel update for each piece of a large body);
+    /// when it fires after progress it is set again instead, so a stall is
+    /// caught between one and two timeouts after the last frame.
+    progressed: bool,
 }
 
 impl<B> IdleTimeout<B> {
@@ -97,6 +102,7 @@ impl<B> IdleTimeout<B> {
             timeout,
             from_client,
             sleep: None,
+            progressed: false,
         }
     }
 }
@@ -115,22 +121,23 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            if let Some(sleep) = this.sleep.as_mut() {
-                sleep.as_mut().reset(Instant::now() + this.timeout);
-            }
+            this.progressed = true;
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let timeout = this.timeout;
         let sleep = this
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled {
-                timeout,
-                from_client: this.from_client,
-            })))),
-            Poll::Pending => Poll::Pending,
+        while sleep.as_mut().poll(cx).is_ready() {
+            if !std::mem::take(&mut this.progressed) {
+                return Poll::Ready(Some(Err(Box::new(Stalled {
+                    timeout,
+                    from_client: this.from_client,
+                }))));
+            }
+            sleep.as_mut().reset(Instant::now() + timeout);
         }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -126,9 +126,10 @@ fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(store))
 }
 
-/// hyper's read buffer for backend answers: bounds a response head (and
-/// the size of each body read).
-const MAX_RESPONSE_BUFFER: usize = 64 * 1024;
+/// hyper's read buffer for backend answers: bounds a response head, and
+/// the size of each body read (so not smaller: large bodies would take
+/// more, smaller reads).
+const MAX_RESPONSE_BUFFER: usize = 128 * 1024;
 
 fn build_client(backend: &BackendConfig, roots: Arc<RootCertStore>) -> HttpClient {
     let mut http = HttpConnector::new();
