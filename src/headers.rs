@@ -146,16 +146,22 @@ pub fn add_forwarded(
     host: Option<&HeaderValue>,
     trusted: bool,
 ) {
-    if !trusted {
-        for name in [
+    // One pass over the names a request has, as in hop-by-hop hygiene:
+    // most requests carry none of these, and a hashed removal of each of
+    // the twelve on every request is what the pass-through bench shows.
+    let spoofable = |name: &HeaderName| {
+        [
             &X_FORWARDED_FOR,
             &X_FORWARDED_HOST,
             &X_FORWARDED_PROTO,
             &header::FORWARDED,
         ]
-        .into_iter()
-        .chain(&SET_BY_PROXIES)
-        {
+        .contains(&name)
+            || SET_BY_PROXIES.contains(name)
+    };
+    if !trusted && headers.keys().any(spoofable) {
+        let present: Vec<HeaderName> = headers.keys().filter(|n| spoofable(n)).cloned().collect();
+        for name in present {
             headers.remove(name);
         }
     }

@@ -457,11 +457,7 @@ fn checked_host<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ClientEr
         None => None,
         Some(value) if value.is_empty() => None,
         Some(value) => {
-            let valid = value.to_str().ok().is_some_and(|text| {
-                !text.contains('@')
-                    && text.parse::<http::uri::Authority>().is_ok()
-                    && port_is_valid(text)
-            });
+            let valid = value.to_str().ok().is_some_and(is_host_and_port);
             if !valid {
                 return Err(bad(
                     "the Host field is not a host name with an optional port",
@@ -491,6 +487,32 @@ fn checked_host<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ClientEr
     HeaderValue::from_str(authority.as_str())
         .map(Some)
         .map_err(|_| bad("the request target's authority is not a valid host"))
+}
+
+/// `host[:port]` as RFC 9110 §7.2 allows it in `Host`: a bracketed IP
+/// literal or a registered name (unreserved, sub-delims, `%`-escapes, no
+/// `@`), then an optional port. Checked byte by byte, without the
+/// allocation a parse would cost every request.
+fn is_host_and_port(text: &str) -> bool {
+    let host = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, _)) => {
+                !literal.is_empty()
+                    && literal
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            }
+            None => false,
+        },
+        None => {
+            let name = text.rsplit_once(':').map_or(text, |(name, _)| name);
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+        }
+    };
+    host && port_is_valid(text)
 }
 
 /// Whether what follows the host (`]` of an IPv6 literal, else the last
@@ -662,4 +684,29 @@ fn hold_place(
     gauge.inc();
     exchange._held_metric = Some(HeldMetric(gauge.clone()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_fields() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "example.com:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "a-b_c~d",
+        ] {
+            assert!(is_host_and_port(good), "{good}");
+        }
+        for bad in [
+            "", "a b", "x@y", "x:abc", "x:99999", "x/y", "[::1", "[]:80", "[::1]x", ":80", "a\\b",
+        ] {
+            assert!(!is_host_and_port(bad), "{bad}");
+        }
+    }
 }
