@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{BoxError, ClientError};
@@ -300,7 +300,8 @@ where
     }
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut total: u64 = 0;
-    let mut permits = Vec::new();
+    // The budget this body holds, one permit grown chunk by chunk.
+    let mut held: Option<OwnedSemaphorePermit> = None;
     loop {
         let Some(frame) = body.frame().await else {
             // The budget is returned when the body is dropped (sent). A body
@@ -313,16 +314,11 @@ where
                     };
                     full(whole)
                 }
-                None => http_body_util::StreamBody::new(futures_util::stream::iter(
-                    chunks
-                        .into_iter()
-                        .map(|c| Ok::<_, BoxError>(Frame::data(c))),
-                ))
-                .boxed_unsync(),
+                None => http_body_util::StreamBody::new(frames(chunks)).boxed_unsync(),
             };
             return Ok(body
                 .map_frame(move |frame| {
-                    let _held = &permits;
+                    let _held = &held;
                     frame
                 })
                 .boxed_unsync());
@@ -342,23 +338,30 @@ where
         let kib = u32::try_from(data.len().div_ceil(1024)).unwrap_or(u32::MAX);
         let permit = Arc::clone(budget).try_acquire_many_owned(kib).ok();
         let fits = total <= reading.buffer && permit.is_some();
-        permits.extend(permit);
+        match (held.as_mut(), permit) {
+            (Some(held), Some(permit)) => held.merge(permit),
+            (None, permit) => held = permit,
+            (Some(_), None) => {}
+        }
         chunks.push(data);
         if !fits {
             // Too large to hold, or Baton holds enough already: what was
             // read goes first, the rest streams behind it.
-            let ahead = futures_util::stream::iter(
-                std::mem::take(&mut chunks)
-                    .into_iter()
-                    .map(|c| Ok::<_, BoxError>(Frame::data(c))),
-            );
             let rest = http_body_util::BodyStream::new(body);
-            let joined = http_body_util::StreamBody::new(ahead.chain(rest).map(move |frame| {
-                // What was buffered stays counted until it has been sent.
-                let _held = &permits;
-                frame
-            }));
+            let joined =
+                http_body_util::StreamBody::new(frames(chunks).chain(rest).map(move |frame| {
+                    // What was buffered stays counted until it has been sent.
+                    let _held = &held;
+                    frame
+                }));
             return Ok(limited(joined, reading.limit));
         }
     }
+}
+
+/// Chunks read ahead, as the frames of a body again.
+pub fn frames(
+    chunks: Vec<Bytes>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
+    futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Frame::data(c))))
 }

@@ -435,14 +435,14 @@ impl Error {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Error::Backend { .. } | Error::Internal(_) | Error::Client(ClientError::BodyTimeout(_))
-        ) || matches!(
-            self,
-            Error::Job {
-                kind: JobError::Call(_),
-                ..
-            }
-        ) || matches!(self, Error::Client(ClientError::BodyRead(_)))
+            Error::Backend { .. }
+                | Error::Internal(_)
+                | Error::Client(ClientError::BodyTimeout(_) | ClientError::BodyRead(_))
+                | Error::Job {
+                    kind: JobError::Call(_),
+                    ..
+                }
+        )
     }
 }
 

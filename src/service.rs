@@ -344,7 +344,7 @@ fn dispatch<'a>(
         }
         let mut request = request;
         let host = checked_host(&request)?;
-        if let Some(host) = &host {
+        if let (Some(host), Some(_)) = (&host, request.uri().authority()) {
             // An absolute-form target's authority wins over `Host` (RFC 9112
             // §3.2.2); from here on `Host` says what the client asked for.
             request
@@ -491,48 +491,38 @@ fn checked_host<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ClientEr
 
 /// `host[:port]` as RFC 9110 §7.2 allows it in `Host`: a bracketed IP
 /// literal or a registered name (unreserved, sub-delims, `%`-escapes, no
-/// `@`), then an optional port. Checked byte by byte, without the
-/// allocation a parse would cost every request.
+/// `@`), then an optional port of digits that fit 16 bits. Checked byte by
+/// byte, without the allocation a parse would cost every request.
 fn is_host_and_port(text: &str) -> bool {
-    let host = match text.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((literal, _)) => {
-                !literal.is_empty()
-                    && literal
-                        .bytes()
-                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-            }
-            None => false,
-        },
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let Some((literal, after)) = rest.split_once(']') else {
+                return false;
+            };
+            let port = match after {
+                "" => "",
+                after => match after.strip_prefix(':') {
+                    Some(port) => port,
+                    None => return false,
+                },
+            };
+            let literal_ok = !literal.is_empty()
+                && literal
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (literal_ok, port)
+        }
         None => {
-            let name = text.rsplit_once(':').map_or(text, |(name, _)| name);
-            !name.is_empty()
+            let (name, port) = text.rsplit_once(':').unwrap_or((text, ""));
+            let name_ok = !name.is_empty()
                 && name
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+            (name_ok, port)
         }
     };
-    host && port_is_valid(text)
-}
-
-/// Whether what follows the host (`]` of an IPv6 literal, else the last
-/// `:`) is nothing, or a port: digits that fit 16 bits (or none at all).
-fn port_is_valid(authority: &str) -> bool {
-    let port = match authority.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((_, "")) => return true,
-            Some((_, after)) => match after.strip_prefix(':') {
-                Some(port) => port,
-                None => return false,
-            },
-            None => return false,
-        },
-        None => match authority.rsplit_once(':') {
-            Some((_, port)) => port,
-            None => return true,
-        },
-    };
-    port.is_empty() || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+    host && (port.is_empty()
+        || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()))
 }
 
 /// Puts the request's path in its canonical form ([`target`]), so routing,

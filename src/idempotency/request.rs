@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, StreamExt};
+use futures_util::StreamExt;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
@@ -226,10 +226,8 @@ impl Leader {
                 return Err(Error::job(&JobRef::default(), JobError::Call(kind)));
             }
         };
-        if let Some(stored) = stored {
-            if let Err(e) = self.store.complete(&self.key, stored).await {
-                tracing::warn!(error = %e, "the answer could not be kept for retries");
-            }
+        if let Err(e) = self.store.complete(&self.key, stored).await {
+            tracing::warn!(error = %e, "the answer could not be kept for retries");
         }
         Ok(response)
     }
@@ -276,7 +274,7 @@ async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
 async fn capture(
     response: Response<Body>,
     limit: usize,
-) -> Result<(Response<Body>, Option<Stored>), BoxError> {
+) -> Result<(Response<Body>, Stored), BoxError> {
     let (parts, mut incoming) = response.into_parts();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut size = 0;
@@ -293,13 +291,9 @@ async fn capture(
                         status: parts.status,
                         limit,
                     };
-                    let head =
-                        stream::iter(chunks.into_iter().map(|c| Ok(http_body::Frame::data(c))));
+                    let head = body::frames(chunks);
                     let body = StreamBody::new(head.chain(BodyStream::new(incoming)));
-                    return Ok((
-                        Response::from_parts(parts, body::stream(body)),
-                        Some(stored),
-                    ));
+                    return Ok((Response::from_parts(parts, body::stream(body)), stored));
                 }
             }
             // The answer broke before any of it went out: nothing is kept,
@@ -320,5 +314,5 @@ async fn capture(
         headers: kept,
         body: bytes.clone(),
     };
-    Ok((Response::from_parts(parts, body::full(bytes)), Some(stored)))
+    Ok((Response::from_parts(parts, body::full(bytes)), stored))
 }
