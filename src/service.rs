@@ -20,7 +20,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::body::{self, Body};
 use crate::config::Route;
 use crate::correlation;
-use crate::error::{BackendError, ClientError, Error};
+use crate::error::{ClientError, Error};
 use crate::headers::{self, Redacted, X_REQUEST_ID};
 use crate::idempotency::request::{self as idempotent, Leader};
 use crate::job::{self, continuation, JobEnv, Progress, Submission};
@@ -204,7 +204,7 @@ pub fn handle(
             request_id: request_id.clone(),
             started,
         }));
-        let (mut response, mut outcome, reached_backend) =
+        let (mut response, mut outcome) =
             // A panic below must still answer (a 500), never drop the
             // connection bare: the client would not know whether to retry.
             match AssertUnwindSafe(
@@ -215,18 +215,17 @@ pub fn handle(
             .await
             .unwrap_or_else(|_| Err(Error::Internal("a request handler panicked".into())))
             {
-                Ok(response) => (response, "ok", true),
+                Ok(response) => (response, "ok"),
                 Err(err) => {
                     if let Error::Overloaded { .. } = err {
                         SHED.note(&span);
                     } else if err.status().is_server_error() {
                         warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
                     }
-                    let (outcome, reached_backend) = (err.slug(), !never_reached_backend(&err));
+                    let outcome = err.slug();
                     (
                         err.into_response(request_id.to_str().unwrap_or_default()),
                         outcome,
-                        reached_backend,
                     )
                 }
             };
@@ -239,7 +238,7 @@ pub fn handle(
         if let Some(leader) = exchange.leader.take() {
             // Boxed: only the requests that lead an idempotent job need room
             // for it.
-            response = match Box::pin(leader.finish(response, reached_backend)).await {
+            response = match Box::pin(leader.finish(response)).await {
                 Ok(response) => response,
                 Err(err) => {
                     warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
@@ -295,23 +294,6 @@ fn record_job(
         metrics.job(route, event);
     }
     (Some(ticket.job_id.clone()), progress.polls)
-}
-
-/// Failures that happen before a request could reach a backend: retrying
-/// them cannot repeat anything.
-fn never_reached_backend(err: &Error) -> bool {
-    matches!(
-        err,
-        Error::Client(_)
-            | Error::Overloaded { .. }
-            | Error::Backend {
-                kind: BackendError::Refused(_)
-                    | BackendError::ConnectTimeout(_)
-                    | BackendError::Tls { .. }
-                    | BackendError::Connect { .. },
-                ..
-            }
-    )
 }
 
 /// Like [`handle`], an `async move` block so it keeps its arguments once.

@@ -193,25 +193,27 @@ impl Leader {
     }
 
     /// Takes the leader's final answer: keeps it for the retries when it
-    /// ends the job, else leaves the job for the next retry to follow.
-    /// `reached_backend` is false when the request failed before the job
-    /// API could have received it.
+    /// is final, else leaves the key to the next retry. Final are the
+    /// job's own outcome, and a submit's answer that was not a job and is
+    /// no "not now" (a synchronous result, a 4xx rejection). Anything else
+    /// (Baton stopped following: deadline, poll failures, shutdown; a
+    /// result or submit answered 5xx, 429 or 408; a transport error)
+    /// keeps an accepted job resumable and lets a key whose submit went
+    /// unanswered submit again (the backend saw the key and may
+    /// deduplicate).
     /// The answer's body is read here, before its head goes out, so a body
     /// that breaks is still answered with a status line (a 502).
-    pub async fn finish(
-        mut self,
-        response: Response<Body>,
-        reached_backend: bool,
-    ) -> Result<Response<Body>, Error> {
+    pub async fn finish(mut self, response: Response<Body>) -> Result<Response<Body>, Error> {
         self.finished = true;
-        let ends_job = match &self.progress.submit {
-            Submission::Accepted(_) => !self.progress.job_goes_on,
-            // Whether the job API took it is unknown: replaying the error is
-            // safe, a second submit might not be.
-            Submission::Sent => reached_backend,
+        let is_final = match &self.progress.submit {
+            Submission::Accepted(_) => self.progress.settled,
+            Submission::Sent => {
+                let status = response.status();
+                !crate::job::transient(status) && status != http::StatusCode::REQUEST_TIMEOUT
+            }
             Submission::NotSent => false,
         };
-        if !ends_job {
+        if !is_final {
             self.let_go().await;
             return Ok(response);
         }

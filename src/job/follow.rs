@@ -2,9 +2,11 @@
 //! or the deadline comes.
 //!
 //! The loop lives inside the client's request future, so a client that
-//! hangs up drops it and polling stops at once. A transient failure (the
-//! backend unreachable, a 5xx, a 429) is retried on the schedule; only
-//! `max_failures` of them in a row give up on the job.
+//! hangs up drops it and polling stops at once. Each status call, body
+//! included, runs within the request's [`Bound`] and the route's poll
+//! timeout. A transient failure (the backend unreachable, a 5xx, a 429, a
+//! call over its timeout) is retried on the schedule; only `max_failures`
+//! of them in a row give up on the job.
 
 use std::time::SystemTime;
 
@@ -12,10 +14,11 @@ use http::{Method, StatusCode};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::error::{Error, JobError};
+use crate::error::{BackendError, Error, JobError};
 use crate::metrics::{Metrics, RouteKind, RouteLabel};
 
 use super::adaptive::Timing;
+use super::bound::{Bound, Cut};
 
 use super::call::JobCalls;
 use super::dialect::{self, Done, JobState, StatusAnswer};
@@ -46,10 +49,8 @@ pub enum Followed {
     /// Boxed: a held request keeps room for how its wait may end, and
     /// this is the one way that carries an answer.
     Done(Box<(StatusAnswer, Done)>),
-    /// The deadline came first.
-    TimedOut,
-    /// Shutdown's grace period ended first.
-    Drained,
+    /// The deadline, or the end of shutdown's grace, came first.
+    Cut(Cut),
     /// The job failed, or following it did. Boxed, like `Done`, so the
     /// room a held request keeps for this outcome is a pointer.
     Failed(Box<Error>),
@@ -61,9 +62,8 @@ pub enum Followed {
 pub fn follow<'a>(
     calls: &'a JobCalls<'a>,
     status_url: &'a Url,
-    deadline: Instant,
+    bound: &'a mut Bound,
     pace: Pace<'a>,
-    mut drain: tokio::sync::watch::Receiver<bool>,
     metrics: &'a Metrics,
     polls: &'a mut u32,
 ) -> impl std::future::Future<Output = Followed> + 'a {
@@ -90,16 +90,18 @@ pub fn follow<'a>(
         };
         let mut failures = 0u32;
         loop {
-            let wake = Instant::now() + delay;
+            // The sleep runs within the bound like a call would, but
+            // as one timer (the earlier of the two): a held request spends
+            // most of its life here.
+            let wake = (Instant::now() + delay).min(bound.deadline);
             tokio::select! {
-                () = tokio::time::sleep_until(wake.min(deadline)) => {}
-                _ = drain.wait_for(|now| *now) => return Followed::Drained,
+                biased;
+                () = bound.drained() => return Followed::Cut(Cut::Drained),
+                () = tokio::time::sleep_until(wake) => {}
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Followed::TimedOut;
+            if Instant::now() >= bound.deadline {
+                return Followed::Cut(Cut::Deadline);
             }
-            let timeout = facade.poll.timeout.min(deadline - now);
             *polls += 1;
             metrics
                 .polls
@@ -108,9 +110,18 @@ pub fn follow<'a>(
             // Boxed: a held request's state machine is as large as its
             // largest await, and it spends its life asleep between polls,
             // not in one.
-            let polled = match Box::pin(poll(calls, status_url, timeout)).await {
-                Ok(polled) => polled,
-                Err(err) => return Followed::Failed(Box::new(err)),
+            let timeout = facade.poll.timeout;
+            let call = tokio::time::timeout(timeout, Box::pin(poll(calls, status_url, timeout)));
+            let polled = match bound.within(call).await {
+                Err(cut) => return Followed::Cut(cut),
+                Ok(Ok(Ok(polled))) => polled,
+                Ok(Ok(Err(err))) => return Followed::Failed(Box::new(err)),
+                // The head came in time but its body did not.
+                Ok(Err(_)) => Polled::Transient(Transient {
+                    kind: "timeout",
+                    cause: BackendError::Timeout(timeout).class(),
+                    asked: None,
+                }),
             };
             let Transient { kind, cause, asked } = match polled {
                 Polled::Running { retry_after } => {
@@ -198,7 +209,7 @@ async fn poll(
             }));
         }
     };
-    if is_transient(response.status()) {
+    if super::transient(response.status()) {
         let kind = if response.status() == StatusCode::TOO_MANY_REQUESTS {
             "throttled"
         } else {
@@ -227,9 +238,4 @@ async fn poll(
         JobState::Canceled => Err(calls.fail(JobError::Canceled)),
         JobState::Gone(status) => Err(calls.fail(JobError::Gone(status))),
     }
-}
-
-/// Answers that say "not now" rather than anything about the job.
-fn is_transient(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }

@@ -12,9 +12,11 @@
 //!    problem+json.
 //!
 //! [`call`] holds what every call after the submit shares: origin policy,
-//! credentials, correlation.
+//! credentials, correlation. [`bound`] holds the request's one deadline
+//! and the drain, which every backend call runs within.
 
 pub mod adaptive;
+pub mod bound;
 pub mod call;
 pub mod callback;
 pub mod continuation;
@@ -43,6 +45,7 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::proxy::{self, Forward};
 use crate::upstream::Upstream;
 use adaptive::Timing;
+use bound::{Bound, Cut};
 use call::JobCalls;
 use callback::{Callbacks, Delivery, Registration};
 use continuation::{Continuation, Ticket};
@@ -80,9 +83,13 @@ pub struct Progress {
     /// The job reported success (a final status or its callback).
     pub succeeded: bool,
     pub polls: u32,
-    /// The answer does not end the job (deadline, shutdown): a retry
-    /// should follow the same job again.
+    /// Baton stopped following the job before it ended (deadline,
+    /// shutdown): the job goes on.
     pub job_goes_on: bool,
+    /// The answer is the job's own outcome (its result, its failure, its
+    /// cancellation or disappearance as the backend reports them), worth
+    /// replaying to a retry. Anything else leaves the job resumable.
+    pub settled: bool,
 }
 
 impl Progress {
@@ -106,12 +113,18 @@ pub enum Submission {
     Accepted(Box<Ticket>),
 }
 
+/// The shortest hold a client may ask for with `Prefer: wait`.
+const MIN_HOLD: Duration = Duration::from_secs(1);
+
 /// The client's hold: how long, and what to tell it.
 pub fn hold(facade: &AsyncRoute, headers: &HeaderMap, extra: &mut HeaderMap) -> (Prefer, Duration) {
     let prefer = Prefer::parse(headers);
     let hold = match prefer.wait {
         Some(asked) => {
-            let applied = asked.min(facade.max_wait);
+            // Every backend call runs within the hold, so a hold of nothing
+            // could not even submit: a client asking for less gets a second
+            // (or the route's whole `max_wait`, if that is shorter).
+            let applied = asked.max(MIN_HOLD).min(facade.max_wait);
             if let Ok(value) = HeaderValue::try_from(format!("wait={}", applied.as_secs())) {
                 extra.insert(PREFERENCE_APPLIED, value);
             }
@@ -140,19 +153,24 @@ pub fn handle<'a>(
 ) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
     async move {
         let (prefer, hold) = hold(facade, request.headers(), extra);
+        let mut bound = Bound::new(started + hold, env.drain.clone());
         let mut calls = JobCalls::new(cx.route, facade, cx.upstream, request.headers());
         // The submit runs in a box of its own that is gone once the job is
         // accepted: a held request keeps only what following the job needs.
-        let target = match Box::pin(submit_job(
-            &cx, &mut calls, request, &env, prefer, extra, progress,
-        ))
-        .await?
-        {
-            Accepted::Answer(answer) => return Ok(answer),
-            Accepted::Job(target) => target,
+        let submitted = bound
+            .within(Box::pin(submit_job(
+                &cx, &mut calls, request, &env, prefer, extra, progress,
+            )))
+            .await;
+        let target = match submitted {
+            Ok(accepted) => match accepted? {
+                Accepted::Answer(answer) => return Ok(answer),
+                Accepted::Job(target) => target,
+            },
+            Err(cut) => return stopped(&calls, env.continuation, hold, cut, progress),
         };
         Box::pin(follow_and_answer(
-            &calls, target, started, hold, env, progress,
+            &calls, target, hold, bound, env, progress,
         ))
         .await
     }
@@ -285,8 +303,9 @@ pub async fn resume(
         submitted: None,
         callback: None,
     });
+    let bound = Bound::new(started + hold, env.drain.clone());
     Box::pin(follow_and_answer(
-        &calls, target, started, hold, env, progress,
+        &calls, target, hold, bound, env, progress,
     ))
     .await
 }
@@ -317,14 +336,13 @@ enum Ended {
 fn follow_and_answer<'a>(
     calls: &'a JobCalls<'a>,
     mut target: Box<Target>,
-    started: Instant,
     hold: Duration,
+    mut bound: Bound,
     env: JobEnv<'a>,
     progress: &'a mut Progress,
 ) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
     async move {
         let facade = calls.facade;
-        let deadline = started + hold;
         let cancel = CancelGuard::new(calls, &target)?;
         let callback = facade.callback.as_ref();
         // Polling runs unless the job answers by callback alone; then only the
@@ -332,17 +350,16 @@ fn follow_and_answer<'a>(
         // block choosing one: a held request sleeps in this, and a block
         // would keep a reference to each of its inputs on top.
         let polling = match callback {
-            Some(c) if !c.poll_too => Either::Left(wait_out(deadline, env.drain.clone())),
+            Some(c) if !c.poll_too => Either::Left(wait_out(&mut bound)),
             _ => Either::Right(follow::follow(
                 calls,
                 &target.status_url,
-                deadline,
+                &mut bound,
                 Pace {
                     first: target.first_poll,
                     floor: callback.map(|c| c.poll_interval),
                     learn: env.timing.zip(target.submitted),
                 },
-                env.drain.clone(),
                 env.metrics,
                 &mut progress.polls,
             )),
@@ -362,75 +379,118 @@ fn follow_and_answer<'a>(
                     Ended::CalledBack(delivery) => {
                         cancel.disarm();
                         progress.succeeded = true;
+                        progress.settled = true;
                         return called_back(calls, callback, &delivery);
                     }
                 }
             }
             None => polling.await,
         };
-        let monitor = match &progress.submit {
-            Submission::Accepted(ticket) if facade.on_timeout != OnTimeout::GatewayTimeout => {
-                Some(env.continuation.monitor(ticket))
-            }
-            _ => None,
-        };
         match followed {
             Followed::Done(completed) => {
                 let (last, done) = *completed;
+                // The job is over: nothing to cancel, whatever the fetch meets.
                 cancel.disarm();
                 progress.succeeded = true;
                 let done_at = Instant::now();
-                let answer = Box::pin(fetch::result(
-                    calls,
-                    &target.status_url,
-                    last,
-                    done,
-                    progress.original(),
-                ))
-                .await;
+                let fetched = bound
+                    .within(Box::pin(fetch::result(
+                        calls,
+                        &target.status_url,
+                        last,
+                        done,
+                        progress.original(),
+                    )))
+                    .await;
                 env.metrics
                     .completion_delay
                     .get_or_create(&RouteLabel {
                         route: calls.route.name.to_string(),
                     })
                     .observe(done_at.elapsed().as_secs_f64());
-                answer
+                match fetched {
+                    Ok(Ok(answer)) => {
+                        // A result that says "not now" is no outcome: a retry
+                        // fetches it again.
+                        progress.settled = !transient(answer.status());
+                        Ok(answer)
+                    }
+                    Ok(Err(err)) => Err(err),
+                    Err(cut) => stopped(calls, env.continuation, hold, cut, progress),
+                }
             }
-            Followed::TimedOut => {
-                if facade.cancel.on_timeout {
+            Followed::Cut(cut) => {
+                if cut == Cut::Deadline && facade.cancel.on_timeout {
                     cancel.fire();
                 } else {
                     cancel.disarm();
-                    progress.job_goes_on = true;
                 }
-                match (facade.on_timeout, monitor) {
-                    (OnTimeout::Accepted, Some(monitor)) => {
-                        Ok(continue_at(calls, StatusCode::ACCEPTED, &monitor))
-                    }
-                    (OnTimeout::Redirect, Some(monitor)) => {
-                        Ok(continue_at(calls, StatusCode::SEE_OTHER, &monitor))
-                    }
-                    _ => Err(calls.fail(JobError::Timeout(hold))),
-                }
-            }
-            Followed::Drained => {
-                cancel.disarm();
-                progress.job_goes_on = true;
-                Err(calls.fail(JobError::Drained { monitor }))
+                stopped(calls, env.continuation, hold, cut, progress)
             }
             Followed::Failed(err) => {
                 cancel.disarm();
+                progress.settled = is_outcome(&err);
                 Err(*err)
             }
         }
     }
 }
 
+/// The answer of a request that stopped following its job before the job
+/// ended: the route's timeout answer at the deadline, a 503 at the end of
+/// shutdown's grace; with the continuation monitor where the route has one.
+fn stopped(
+    calls: &JobCalls<'_>,
+    continuation: &Continuation,
+    hold: Duration,
+    cut: Cut,
+    progress: &mut Progress,
+) -> Result<Response<Body>, Error> {
+    let on_timeout = calls.facade.on_timeout;
+    let monitor = match &progress.submit {
+        Submission::Accepted(ticket) => {
+            progress.job_goes_on = true;
+            (on_timeout != OnTimeout::GatewayTimeout).then(|| continuation.monitor(ticket))
+        }
+        _ => None,
+    };
+    match (cut, on_timeout, monitor) {
+        (Cut::Drained, _, monitor) => Err(calls.fail(JobError::Drained { monitor })),
+        (Cut::Deadline, OnTimeout::Accepted, Some(monitor)) => {
+            Ok(continue_at(calls, StatusCode::ACCEPTED, &monitor))
+        }
+        (Cut::Deadline, OnTimeout::Redirect, Some(monitor)) => {
+            Ok(continue_at(calls, StatusCode::SEE_OTHER, &monitor))
+        }
+        (Cut::Deadline, _, _) => Err(calls.fail(JobError::Timeout(hold))),
+    }
+}
+
+/// Whether a failure is the job's own outcome as the backend reported it,
+/// rather than Baton failing to learn it.
+fn is_outcome(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Job {
+            kind: JobError::Failed { .. } | JobError::Canceled | JobError::Gone(_),
+            ..
+        }
+    )
+}
+
+/// Statuses that say "not now" rather than anything final.
+pub fn transient(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
 /// Waits out the hold of a job that answers by callback alone.
-async fn wait_out(deadline: Instant, mut drain: watch::Receiver<bool>) -> Followed {
-    tokio::select! {
-        () = tokio::time::sleep_until(deadline) => Followed::TimedOut,
-        _ = drain.wait_for(|now| *now) => Followed::Drained,
+async fn wait_out(bound: &mut Bound) -> Followed {
+    match bound
+        .within(std::future::pending::<std::convert::Infallible>())
+        .await
+    {
+        Ok(never) => match never {},
+        Err(cut) => Followed::Cut(cut),
     }
 }
 
