@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// Seals continuation tokens; `None`: a random key per process, so
     /// tokens work only on this instance until it restarts.
     pub continuation_key: Option<Arc<[u8]>>,
+    /// Earlier continuation secrets: they still open the tokens they
+    /// sealed (key rotation) and seal nothing.
+    pub continuation_keys: Vec<Arc<[u8]>>,
+    /// How long a continuation monitor stays valid after it is handed out.
+    pub continuation_ttl: Duration,
     /// Memory the idempotency store may use for stored answers.
     pub idempotency_memory: u64,
     /// Header values never logged, besides the credentials always hidden.
@@ -202,6 +207,9 @@ pub mod defaults {
     pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const UPGRADES: &[&str] = &["websocket"];
     /// The longest duration any setting takes.
+    /// As long as an idempotency record: a client back within a day
+    /// finds its job either way.
+    pub const CONTINUATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
     pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 }
 
@@ -554,16 +562,20 @@ impl Cx<'_> {
             },
             continuation_key: match &raw.continuation_key {
                 None => None,
-                Some(k) => Some(self.value(k, key("continuation_key"), |k| {
-                    if k.len() < 32 {
-                        return Err(format!(
-                            "is {} bytes; use at least 32 random bytes (e.g. `openssl rand -base64 32`)",
-                            k.len()
-                        ));
-                    }
-                    Ok(Arc::from(k.as_bytes()))
-                })?),
+                Some(k) => Some(self.value(k, key("continuation_key"), secret)?),
             },
+            continuation_keys: raw
+                .continuation_keys
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, k)| self.value(k, || format!("server.continuation_keys[{i}]"), secret))
+                .collect::<Result<_, _>>()?,
+            continuation_ttl: self.duration(
+                raw.continuation_ttl.as_ref(),
+                key("continuation_ttl"),
+                defaults::CONTINUATION_TTL,
+            )?,
             idempotency_memory: self.size(
                 raw.idempotency_memory.as_ref(),
                 key("idempotency_memory"),
@@ -576,10 +588,14 @@ impl Cx<'_> {
                 .flatten()
                 .enumerate()
                 .map(|(i, name)| {
-                    self.value(name, || format!("server.redact_headers[{i}]"), |n| {
-                        http::HeaderName::from_bytes(n.as_bytes())
-                            .map_err(|_| format!("{n:?} is not a valid header name"))
-                    })
+                    self.value(
+                        name,
+                        || format!("server.redact_headers[{i}]"),
+                        |n| {
+                            http::HeaderName::from_bytes(n.as_bytes())
+                                .map_err(|_| format!("{n:?} is not a valid header name"))
+                        },
+                    )
                 })
                 .collect::<Result<_, _>>()?,
             callback_listen: match &raw.callback_listen {
@@ -593,7 +609,8 @@ impl Cx<'_> {
                     .and_then(|v| v.get_ref().parse::<SocketAddr>().ok())
                     .map(|addr| format!("http://{addr}")),
                 Some(v) => Some(self.value(v, key("callback_url"), |u| {
-                    let url = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL ({e})"))?;
+                    let url =
+                        url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL ({e})"))?;
                     if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
                         return Err(format!("{u:?} must be an http(s) base URL without a query"));
                     }
@@ -629,10 +646,8 @@ impl Cx<'_> {
                 key("http2_keep_alive_timeout"),
                 defaults::HTTP2_KEEP_ALIVE_TIMEOUT,
             )?,
-            request_buffering: self.buffering(
-                raw.request_buffering.as_ref(),
-                key("request_buffering"),
-            )?,
+            request_buffering: self
+                .buffering(raw.request_buffering.as_ref(), key("request_buffering"))?,
             request_buffer_memory: self.size(
                 raw.request_buffer_memory.as_ref(),
                 key("request_buffer_memory"),
@@ -914,6 +929,17 @@ fn parse_base_url(text: &str) -> Result<(Scheme, Authority, String), String> {
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok((scheme, authority, base_path))
+}
+
+/// A continuation secret: long enough to be worth deriving a key from.
+fn secret(text: &str) -> Result<Arc<[u8]>, String> {
+    if text.len() < 32 {
+        return Err(format!(
+            "is {} bytes; use at least 32 random bytes (e.g. `openssl rand -base64 32`)",
+            text.len()
+        ));
+    }
+    Ok(Arc::from(text.as_bytes()))
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.

@@ -70,6 +70,8 @@ pub enum ClientError {
     IdempotencyMismatch,
     #[error("no such job monitor")]
     UnknownMonitor,
+    #[error("this job monitor has expired")]
+    MonitorExpired,
     #[error("bad request target: {0}")]
     BadTarget(#[from] crate::target::TargetError),
     #[error("the request body stalled: nothing arrived for {0:?}")]
@@ -249,6 +251,7 @@ impl Error {
                 | ClientError::BadTarget(_) => StatusCode::BAD_REQUEST,
                 ClientError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 ClientError::UnknownMonitor => StatusCode::NOT_FOUND,
+                ClientError::MonitorExpired => StatusCode::GONE,
                 ClientError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             },
             Error::Backend { kind, .. } => match kind {
@@ -286,6 +289,7 @@ impl Error {
                 ClientError::BodyRead(_) => "body-read",
                 ClientError::IdempotencyMismatch => "idempotency-key-reused",
                 ClientError::UnknownMonitor => "unknown-monitor",
+                ClientError::MonitorExpired => "monitor-expired",
                 ClientError::BadTarget(_) => "bad-target",
                 ClientError::BodyTimeout(_) => "body-timeout",
             },
@@ -332,6 +336,7 @@ impl Error {
                 ClientError::BadTarget(_) => "Bad request target",
                 ClientError::IdempotencyMismatch => "Idempotency-Key reused",
                 ClientError::UnknownMonitor => "No such job monitor",
+                ClientError::MonitorExpired => "Job monitor expired",
                 ClientError::BodyTimeout(_) => "Request body timed out",
             },
             Error::Backend { kind, .. } => match kind {

@@ -23,7 +23,8 @@ use crate::correlation;
 use crate::error::{ClientError, Error};
 use crate::headers::{self, Redacted, X_REQUEST_ID};
 use crate::idempotency::request::{self as idempotent, Leader};
-use crate::job::{self, continuation, JobEnv, Progress, Submission};
+use crate::job::continuation::{self, Refused};
+use crate::job::{self, JobEnv, Progress, Submission};
 use crate::metrics::{Metrics, RouteLabel, RouteOutcome};
 use crate::proxy::{self, Forward};
 use crate::router;
@@ -565,7 +566,10 @@ async fn monitor(
     let ticket = state
         .continuation
         .open(token)
-        .ok_or(ClientError::UnknownMonitor)?;
+        .map_err(|refused| match refused {
+            Refused::Unknown => ClientError::UnknownMonitor,
+            Refused::Expired => ClientError::MonitorExpired,
+        })?;
     let route = generation
         .config
         .routes

@@ -126,9 +126,13 @@ impl State {
             },
             callbacks: Arc::new(Callbacks::new(cluster.clone())),
             cluster,
-            continuation: match &server.continuation_key {
-                Some(key) => Continuation::new(key),
-                None => Continuation::random()?,
+            continuation: {
+                let previous: Vec<&[u8]> =
+                    server.continuation_keys.iter().map(|k| &k[..]).collect();
+                match &server.continuation_key {
+                    Some(key) => Continuation::new(key, &previous, server.continuation_ttl),
+                    None => Continuation::random(server.continuation_ttl)?,
+                }
             },
             metrics,
             lanes,
@@ -190,6 +194,8 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
         admin,
         threads,
         continuation_key,
+        continuation_keys,
+        continuation_ttl,
         callback_listen,
         idempotency_memory,
         max_connections,

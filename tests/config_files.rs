@@ -34,6 +34,8 @@ const SERVER_KEYS: &[&str] = &[
     "max_held",
     "threads",
     "continuation_key",
+    "continuation_keys",
+    "continuation_ttl",
     "idempotency_memory",
     "redact_headers",
     "callback_listen",

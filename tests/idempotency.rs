@@ -8,7 +8,7 @@ use baton::body;
 use http::{Request, StatusCode};
 use serde_json::json;
 
-use crate::support::jobs::{async_config, post, route_config, Dialect, JobApi, Script};
+use crate::support::jobs::{async_config, post, route_config, Dialect, Flake, JobApi, Script};
 use crate::support::{client, get, send, Answer, TestBaton};
 
 fn job(polls_until_done: u32) -> Script {
@@ -403,4 +403,143 @@ async fn a_route_can_set_its_own_body_limit() {
         .body(body::full("x".repeat(17)))
         .unwrap();
     assert_eq!(send(&client(), request).await.status, 200);
+}
+
+// ---------------------------------------------------------------------------
+// What a retry finds after Baton, not the job, ended the first attempt.
+
+/// Whatever made Baton give up on a job it had accepted (here: every kind
+/// of poll failure, `max_failures` in a row), the record stays resumable:
+/// the retry follows the same job and gets its real result, which is then
+/// what later retries replay.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_failed_polls_resumes_the_job_and_gets_its_result() {
+    let flakes = [
+        Flake::Status503,
+        Flake::Status429 {
+            retry_after_secs: 1,
+        },
+        Flake::Reset,
+    ];
+    for flake in flakes {
+        let api = JobApi::start(Script {
+            flaky: (1..=3).map(|poll| (poll, flake.clone())).collect(),
+            ..job(2)
+        })
+        .await;
+        let baton = TestBaton::start(&async_config(
+            &api,
+            "preset = \"location-303\"\nwait = \"30s\"\npoll = { max_failures = 3 }",
+        ))
+        .await;
+        let key = [("idempotency-key", "outage-1")];
+        let first = post_body(&baton, &api, &key, "x").await;
+        let problem = first.problem(502);
+        assert_eq!(
+            problem["type"], "urn:baton:problem:job-poll-failed",
+            "{flake:?}"
+        );
+
+        let retried = post_body(&baton, &api, &key, "x").await;
+        assert_eq!(retried.status, 201, "{flake:?}: {}", retried.text());
+        assert_eq!(retried.json(), json!({"answer": 42}), "{flake:?}");
+        assert_eq!(retried.header("idempotent-replayed"), None, "{flake:?}");
+        let again = post_body(&baton, &api, &key, "x").await;
+        assert_eq!(again.status, 201, "{flake:?}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        assert_eq!(api.submits(), 1, "{flake:?}: one job for one key");
+    }
+}
+
+/// After Baton canceled the job at the deadline (`cancel.on_timeout`), a
+/// retry follows the same job and sees what the backend made of the
+/// cancel: here the job reports itself canceled, a 502 that is the job's
+/// own outcome and so is replayed from then on. Never a second submit.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_baton_canceled_the_job_sees_the_cancel_as_the_job_reports_it() {
+    let api = JobApi::start(job(u32::MAX)).await;
+    let baton = TestBaton::start(&async_config(
+        &api,
+        "preset = \"location-303\"\nwait = \"5s\"\ncancel = { on_timeout = true }",
+    ))
+    .await;
+    let key = [("idempotency-key", "canceled-1")];
+    post_body(&baton, &api, &key, "x").await.problem(504);
+    api.wait_until(|a| a.cancels() == 1).await;
+
+    let retried = post_body(&baton, &api, &key, "x").await;
+    let problem = retried.problem(502);
+    assert_eq!(problem["type"], "urn:baton:problem:job-canceled");
+    assert_eq!(retried.header("idempotent-replayed"), None);
+    // The replay is the first answer as it was, its request id included.
+    let again = post_body(&baton, &api, &key, "x").await;
+    assert_eq!(again.status, 502);
+    assert_eq!(again.json()["type"], "urn:baton:problem:job-canceled");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(api.submits(), 1);
+}
+
+/// The key goes to the job API with the submit, so a backend that
+/// deduplicates can do so when Baton submits again after an unanswered
+/// attempt.
+#[tokio::test(start_paused = true)]
+async fn the_key_is_forwarded_with_the_submit() {
+    let api = JobApi::start(job(1)).await;
+    let baton = TestBaton::start(&async_config(&api, "preset = \"location-303\"")).await;
+    let answer = post_body(&baton, &api, &[("idempotency-key", "forward-1")], "x").await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let submit = api
+        .requests()
+        .into_iter()
+        .find(|seen| seen.method == http::Method::POST)
+        .unwrap();
+    assert_eq!(
+        submit.headers.get("idempotency-key").unwrap(),
+        "forward-1",
+        "{:?}",
+        submit.headers
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Continuation key rotation.
+
+/// A monitor sealed with a secret that was since rotated out still works
+/// on an instance that lists it in `continuation_keys`, and not on one
+/// that dropped it.
+#[tokio::test(start_paused = true)]
+async fn a_rotated_continuation_key_still_opens_the_monitors_it_sealed() {
+    let api = JobApi::start(job(8)).await;
+    let table = "preset = \"location-303\"\nwait = \"1s\"\non_timeout = \"accepted\"";
+    let with_server = |server: &str| {
+        async_config(&api, table).replacen(
+            "[backends.jobs]",
+            &format!("[server]\n{server}\n\n[backends.jobs]"),
+            1,
+        )
+    };
+    let old = "continuation_key = \"0123456789abcdef0123456789abcdef-old\"";
+    let rotated = "continuation_key = \"0123456789abcdef0123456789abcdef-new\"\n\
+                   continuation_keys = [\"0123456789abcdef0123456789abcdef-old\"]";
+    let retired = "continuation_key = \"0123456789abcdef0123456789abcdef-new\"";
+    let before = TestBaton::start(&with_server(old)).await;
+    let after = TestBaton::start(&with_server(rotated)).await;
+    let gone = TestBaton::start(&with_server(retired)).await;
+    let monitor = post(&before, api.submit_path(), &[])
+        .await
+        .header("location")
+        .unwrap()
+        .to_owned();
+    get(&gone.url(&monitor)).await.problem(404);
+    let mut answer = get(&after.url(&monitor)).await;
+    for _ in 0..100 {
+        if answer.status != StatusCode::ACCEPTED {
+            break;
+        }
+        // The rotated instance hands out monitors under its new secret,
+        // which the retired-key instance opens too.
+        let next = answer.header("location").unwrap().to_owned();
+        answer = get(&gone.url(&next)).await;
+    }
+    assert_eq!(answer.status, 201, "{}", answer.text());
 }

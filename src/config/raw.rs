@@ -46,6 +46,8 @@ pub struct RawServer {
     pub max_held: Option<Spanned<i64>>,
     pub threads: Option<Spanned<i64>>,
     pub continuation_key: Option<Spanned<String>>,
+    pub continuation_keys: Option<Vec<Spanned<String>>>,
+    pub continuation_ttl: Option<Spanned<String>>,
     pub idempotency_memory: Option<Spanned<String>>,
     pub redact_headers: Option<Vec<Spanned<String>>>,
     pub callback_listen: Option<Spanned<String>>,

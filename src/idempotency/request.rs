@@ -60,6 +60,9 @@ pub struct Leader {
     max_stored_body: usize,
     pub progress: Progress,
     finished: bool,
+    /// Shutdown's end of grace: an answer still being read for keeping
+    /// then goes out as it is, unkept.
+    drain: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs an async route for a request carrying an idempotency key. On
@@ -124,7 +127,12 @@ pub async fn run(
                 }
             }
             Begin::Lead => {
-                let lead = leader.insert(Box::new(Leader::new(store, key.clone(), config)));
+                let lead = leader.insert(Box::new(Leader::new(
+                    store,
+                    key.clone(),
+                    config,
+                    &env.drain,
+                )));
                 let request = Box::new(Request::from_parts(parts, body::full(bytes)));
                 let env = JobEnv {
                     record: Some((&**store, &key)),
@@ -142,7 +150,7 @@ pub async fn run(
                 .await;
             }
             Begin::Resume(ticket) => {
-                let lead = leader.insert(Box::new(Leader::new(store, key, config)));
+                let lead = leader.insert(Box::new(Leader::new(store, key, config, &env.drain)));
                 return Box::pin(job::resume(
                     cx,
                     facade,
@@ -182,13 +190,19 @@ fn replay(stored: &Stored) -> Result<Response<Body>, Error> {
 }
 
 impl Leader {
-    fn new(store: &Arc<dyn Store>, key: String, config: &Idempotency) -> Self {
+    fn new(
+        store: &Arc<dyn Store>,
+        key: String,
+        config: &Idempotency,
+        drain: &tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Leader {
             store: Arc::clone(store),
             key,
             max_stored_body: config.max_stored_body,
             progress: Progress::default(),
             finished: false,
+            drain: drain.clone(),
         }
     }
 
@@ -217,8 +231,15 @@ impl Leader {
             self.let_go().await;
             return Ok(response);
         }
-        let (response, stored) = match capture(response, self.max_stored_body).await {
-            Ok(captured) => captured,
+        let mut drain = self.drain.clone();
+        let (response, stored) = match capture(response, self.max_stored_body, &mut drain).await {
+            Ok((response, None)) => {
+                // Shutdown's grace ended while the answer was read: it goes
+                // out unkept, and the job stays for a retry.
+                self.let_go().await;
+                return Ok(response);
+            }
+            Ok((response, Some(stored))) => (response, stored),
             Err(e) => {
                 self.let_go().await;
                 let kind = BackendError::Broken {
@@ -271,17 +292,29 @@ async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
 }
 
 /// Reads the answer's body for keeping, up to `limit`. A larger body still
-/// reaches the client whole: the part read so far, then the rest. A body
-/// that breaks before `limit` is an error: nothing of it was sent yet.
+/// reaches the client whole: the part read so far, then the rest; so does
+/// one still being read when shutdown's grace ends, which is then not kept
+/// (`None`). A body that breaks before `limit` is an error: nothing of it
+/// was sent yet.
 async fn capture(
     response: Response<Body>,
     limit: usize,
-) -> Result<(Response<Body>, Stored), BoxError> {
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(Response<Body>, Option<Stored>), BoxError> {
     let (parts, mut incoming) = response.into_parts();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut size = 0;
     loop {
-        match incoming.frame().await {
+        let frame = tokio::select! {
+            biased;
+            _ = drain.wait_for(|now| *now) => None,
+            frame = incoming.frame() => Some(frame),
+        };
+        let Some(frame) = frame else {
+            let body = StreamBody::new(body::frames(chunks).chain(BodyStream::new(incoming)));
+            return Ok((Response::from_parts(parts, body::stream(body)), None));
+        };
+        match frame {
             None => break,
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
@@ -295,7 +328,10 @@ async fn capture(
                     };
                     let head = body::frames(chunks);
                     let body = StreamBody::new(head.chain(BodyStream::new(incoming)));
-                    return Ok((Response::from_parts(parts, body::stream(body)), stored));
+                    return Ok((
+                        Response::from_parts(parts, body::stream(body)),
+                        Some(stored),
+                    ));
                 }
             }
             // The answer broke before any of it went out: nothing is kept,
@@ -316,5 +352,5 @@ async fn capture(
         headers: kept,
         body: bytes.clone(),
     };
-    Ok((Response::from_parts(parts, body::full(bytes)), stored))
+    Ok((Response::from_parts(parts, body::full(bytes)), Some(stored)))
 }
