@@ -11,6 +11,7 @@ mod config_files;
 mod demo;
 mod facade;
 mod facade_edges;
+mod fault_matrix;
 mod hostile;
 mod idempotency;
 mod lanes;

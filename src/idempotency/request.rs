@@ -15,6 +15,7 @@ use super::{scoped_key, Begin, Fingerprint, Store, Stored};
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, Idempotency};
 use crate::error::{BackendError, BoxError, ClientError, Error, JobError, JobRef};
+use crate::job::bound::{Bound, Cut};
 use crate::job::continuation::Ticket;
 use crate::job::{self, JobEnv, Progress, Submission};
 use crate::proxy::Forward;
@@ -60,9 +61,9 @@ pub struct Leader {
     max_stored_body: usize,
     pub progress: Progress,
     finished: bool,
-    /// Shutdown's end of grace: an answer still being read for keeping
-    /// then goes out as it is, unkept.
-    drain: tokio::sync::watch::Receiver<bool>,
+    /// The request's deadline and shutdown's end of grace: an answer
+    /// still being read for keeping then goes out as it is, unkept.
+    bound: Bound,
 }
 
 /// Runs an async route for a request carrying an idempotency key. On
@@ -94,8 +95,7 @@ pub async fn run(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fingerprint = Fingerprint::of(&parts.method, target, &bytes);
     let (_, hold) = job::hold(facade, &parts.headers, extra);
-    let deadline = started + hold;
-    let mut drain = env.drain.clone();
+    let mut bound = Bound::new(started + hold, env.drain.clone());
 
     loop {
         let begin = store
@@ -108,31 +108,25 @@ pub async fn run(
                 *role = Some("replayed");
                 return replay(&stored);
             }
-            Begin::Wait(answer) => {
-                tokio::select! {
-                    answer = answer => match answer {
-                        Some(stored) => {
-                            *role = Some("latched");
-                            return replay(&stored);
-                        }
-                        // The leader let go; one of those waiting takes over.
-                        None => continue,
-                    },
-                    () = tokio::time::sleep_until(deadline) => {
-                        return Err(Error::job(&JobRef::default(), JobError::Timeout(hold)));
-                    }
-                    _ = drain.wait_for(|now| *now) => {
-                        return Err(Error::job(&JobRef::default(), JobError::Drained { monitor: None }));
-                    }
+            Begin::Wait(answer) => match bound.within(answer).await {
+                Ok(Some(stored)) => {
+                    *role = Some("latched");
+                    return replay(&stored);
                 }
-            }
+                // The leader let go; one of those waiting takes over.
+                Ok(None) => continue,
+                Err(Cut::Deadline) => {
+                    return Err(Error::job(&JobRef::default(), JobError::Timeout(hold)));
+                }
+                Err(Cut::Drained) => {
+                    return Err(Error::job(
+                        &JobRef::default(),
+                        JobError::Drained { monitor: None },
+                    ));
+                }
+            },
             Begin::Lead => {
-                let lead = leader.insert(Box::new(Leader::new(
-                    store,
-                    key.clone(),
-                    config,
-                    &env.drain,
-                )));
+                let lead = leader.insert(Box::new(Leader::new(store, key.clone(), config, bound)));
                 let request = Box::new(Request::from_parts(parts, body::full(bytes)));
                 let env = JobEnv {
                     record: Some((&**store, &key)),
@@ -150,7 +144,7 @@ pub async fn run(
                 .await;
             }
             Begin::Resume(ticket) => {
-                let lead = leader.insert(Box::new(Leader::new(store, key, config, &env.drain)));
+                let lead = leader.insert(Box::new(Leader::new(store, key, config, bound)));
                 return Box::pin(job::resume(
                     cx,
                     facade,
@@ -190,19 +184,14 @@ fn replay(stored: &Stored) -> Result<Response<Body>, Error> {
 }
 
 impl Leader {
-    fn new(
-        store: &Arc<dyn Store>,
-        key: String,
-        config: &Idempotency,
-        drain: &tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
+    fn new(store: &Arc<dyn Store>, key: String, config: &Idempotency, bound: Bound) -> Self {
         Leader {
             store: Arc::clone(store),
             key,
             max_stored_body: config.max_stored_body,
             progress: Progress::default(),
             finished: false,
-            drain: drain.clone(),
+            bound,
         }
     }
 
@@ -231,24 +220,24 @@ impl Leader {
             self.let_go().await;
             return Ok(response);
         }
-        let mut drain = self.drain.clone();
-        let (response, stored) = match capture(response, self.max_stored_body, &mut drain).await {
-            Ok((response, None)) => {
-                // Shutdown's grace ended while the answer was read: it goes
-                // out unkept, and the job stays for a retry.
-                self.let_go().await;
-                return Ok(response);
-            }
-            Ok((response, Some(stored))) => (response, stored),
-            Err(e) => {
-                self.let_go().await;
-                let kind = BackendError::Broken {
-                    cause: crate::error::chain(&*e),
-                    source: e,
-                };
-                return Err(Error::job(&JobRef::default(), JobError::Call(kind)));
-            }
-        };
+        let (response, stored) =
+            match capture(response, self.max_stored_body, &mut self.bound).await {
+                Ok((response, None)) => {
+                    // The deadline or the end of grace came while the answer was
+                    // read: it goes out unkept, and the job stays for a retry.
+                    self.let_go().await;
+                    return Ok(response);
+                }
+                Ok((response, Some(stored))) => (response, stored),
+                Err(e) => {
+                    self.let_go().await;
+                    let kind = BackendError::Broken {
+                        cause: crate::error::chain(&*e),
+                        source: e,
+                    };
+                    return Err(Error::job(&JobRef::default(), JobError::Call(kind)));
+                }
+            };
         if let Err(e) = self.store.complete(&self.key, stored).await {
             tracing::warn!(error = %e, "the answer could not be kept for retries");
         }
@@ -293,24 +282,20 @@ async fn let_go(store: &dyn Store, key: &str, submit: &Submission) {
 
 /// Reads the answer's body for keeping, up to `limit`. A larger body still
 /// reaches the client whole: the part read so far, then the rest; so does
-/// one still being read when shutdown's grace ends, which is then not kept
-/// (`None`). A body that breaks before `limit` is an error: nothing of it
+/// one still being read at the request's deadline or the end of shutdown's
+/// grace, which is then not kept (`None`): the head goes out in time, and
+/// the rest of the body streams as any result body would. A body that breaks before `limit` is an error: nothing of it
 /// was sent yet.
 async fn capture(
     response: Response<Body>,
     limit: usize,
-    drain: &mut tokio::sync::watch::Receiver<bool>,
+    bound: &mut Bound,
 ) -> Result<(Response<Body>, Option<Stored>), BoxError> {
     let (parts, mut incoming) = response.into_parts();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut size = 0;
     loop {
-        let frame = tokio::select! {
-            biased;
-            _ = drain.wait_for(|now| *now) => None,
-            frame = incoming.frame() => Some(frame),
-        };
-        let Some(frame) = frame else {
+        let Ok(frame) = bound.within(incoming.frame()).await else {
             let body = StreamBody::new(body::frames(chunks).chain(BodyStream::new(incoming)));
             return Ok((Response::from_parts(parts, body::stream(body)), None));
         };

@@ -393,6 +393,7 @@ pub fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
 }
+pub mod faults;
 pub mod jobs;
 pub mod process;
 pub mod raw;
