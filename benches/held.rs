@@ -142,7 +142,11 @@ fn held_by_baton(
         ),
     )
     .expect("the config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    // `BATON_BINARY` measures another build (an earlier commit's) with the
+    // same harness, for before/after figures.
+    let binary =
+        std::env::var("BATON_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_baton").to_owned());
+    let mut command = Command::new(binary);
     if let Some(conf) = malloc_conf {
         command.env(MALLOC_CONF, conf);
     }

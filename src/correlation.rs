@@ -4,7 +4,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::headers::X_REQUEST_ID;
+use crate::headers::{detached, X_REQUEST_ID};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -15,7 +15,8 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
         (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
     };
     if let Some(id) = headers.get(X_REQUEST_ID).filter(|v| sane(v)) {
-        return id.clone();
+        // Kept for the whole request: see `detached`.
+        return detached(id);
     }
     let mut id = [0u8; 32];
     crate::hex::write(&fastrand::u128(..).to_be_bytes(), &mut id);
@@ -31,7 +32,7 @@ pub fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
         .get(&TRACEPARENT)
         .filter(|v| valid_traceparent(v.as_bytes()))
     {
-        return value.clone();
+        return detached(value);
     }
     let mut text = *b"00-................................-................-01";
     crate::hex::write(&fastrand::u128(1..).to_be_bytes(), &mut text[3..35]);

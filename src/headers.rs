@@ -59,6 +59,15 @@ const OWN: [HeaderName; 2] = [X_REQUEST_ID, HeaderName::from_static("traceparent
 
 /// Removes the hop-by-hop fields and every field the `Connection` header
 /// names.
+/// A copy of a request head's value that does not share its buffer. Every
+/// value hyper parses points into the connection's read buffer; one kept
+/// for as long as a request is held (its id, a credential for the polls)
+/// would keep that 8 KiB buffer from being reused, and hyper would read
+/// on into a fresh one.
+pub fn detached(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+}
+
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names a message has (a handful), rather than a
     // hashed removal of each of the ten: this runs twice per request, and

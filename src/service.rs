@@ -326,15 +326,24 @@ fn dispatch<'a>(
             .into());
         }
         let mut request = request;
-        let host = checked_host(&request)?;
-        if let (Some(host), Some(_)) = (&host, request.uri().authority()) {
-            // An absolute-form target's authority wins over `Host` (RFC 9112
-            // §3.2.2); from here on `Host` says what the client asked for.
-            request
-                .headers_mut()
-                .insert(http::header::HOST, host.clone());
-        }
-        normalize_target(&mut request)?;
+        // The route is found in this block so that `host`, which points into
+        // hyper's read buffer like every value of the request head, is gone
+        // before anything awaits: a held request that kept it would keep
+        // that 8 KiB buffer, and hyper would take another.
+        let route = {
+            let host = checked_host(&request)?;
+            if let (Some(host), Some(_)) = (&host, request.uri().authority()) {
+                // An absolute-form target's authority wins over `Host` (RFC
+                // 9112 §3.2.2); from here on `Host` says what the client
+                // asked for.
+                request
+                    .headers_mut()
+                    .insert(http::header::HOST, host.clone());
+            }
+            normalize_target(&mut request)?;
+            let host = host.as_ref().and_then(|h| h.to_str().ok());
+            router::find(&config.routes, request.method(), host, request.uri().path())
+        };
         if let Some(token) = request.uri().path().strip_prefix(continuation::PREFIX) {
             if request.method() == Method::GET {
                 let token = token.to_owned();
@@ -350,12 +359,10 @@ fn dispatch<'a>(
                 .await;
             }
         }
-        let host = host.as_ref().and_then(|h| h.to_str().ok());
-        let route = router::find(&config.routes, request.method(), host, request.uri().path())
-            .ok_or_else(|| ClientError::NoRoute {
-                method: request.method().clone(),
-                path: request.uri().path().to_owned(),
-            })?;
+        let route = route.ok_or_else(|| ClientError::NoRoute {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+        })?;
         exchange.route = Some(Arc::clone(&route.name));
         tracing::Span::current().record("route", &*route.name);
         if !route.allow_encoded_slashes && target::has_encoded_slash(request.uri().path()) {
@@ -394,7 +401,7 @@ fn dispatch<'a>(
         hold_place(state, generation, route, exchange)?;
         let env = job_env(state, generation, route);
         if let Some(config) = &facade.idempotency {
-            if let Some(key) = idempotent::key_of(config, &request)?.cloned() {
+            if let Some(key) = idempotent::key_of(config, &request)?.map(headers::detached) {
                 return Box::pin(idempotent::run(
                     cx,
                     facade,
@@ -584,7 +591,7 @@ async fn monitor(
     let cx = forward(state, generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
     let env = job_env(state, generation, route);
-    Box::pin(job::resume(
+    let resumed = job::resume(
         cx,
         facade,
         ticket,
@@ -593,8 +600,10 @@ async fn monitor(
         env,
         &mut exchange.extra,
         &mut exchange.progress,
-    ))
-    .await
+    );
+    // The head is not kept while the request is held (see `job::resume`).
+    drop(request);
+    Box::pin(resumed).await
 }
 
 fn forward<'a>(

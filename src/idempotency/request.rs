@@ -145,7 +145,7 @@ pub async fn run(
             }
             Begin::Resume(ticket) => {
                 let lead = leader.insert(Box::new(Leader::new(store, key, config, bound)));
-                return Box::pin(job::resume(
+                let resumed = job::resume(
                     cx,
                     facade,
                     ticket,
@@ -154,8 +154,10 @@ pub async fn run(
                     env,
                     extra,
                     &mut lead.progress,
-                ))
-                .await;
+                );
+                // The head is not kept while the request is held.
+                drop(parts);
+                return Box::pin(resumed).await;
             }
         }
     }

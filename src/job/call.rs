@@ -18,7 +18,7 @@ use crate::body;
 use crate::config::{AsyncRoute, Origin, Route};
 use crate::correlation::TRACEPARENT;
 use crate::error::{Error, JobError, JobRef};
-use crate::headers::X_REQUEST_ID;
+use crate::headers::{detached, X_REQUEST_ID};
 use crate::upstream::Upstream;
 
 /// The client's correlation headers, which every call of its job carries.
@@ -51,7 +51,9 @@ impl<'a> JobCalls<'a> {
         upstream: &'a Upstream,
         client_headers: &HeaderMap,
     ) -> Self {
-        let correlation = CORRELATION.map(|name| client_headers.get(name).cloned());
+        // Copies, not clones: a held request keeps these, and a clone would
+        // keep the client's whole request head buffer (see `detached`).
+        let correlation = CORRELATION.map(|name| client_headers.get(name).map(detached));
         let credentials = facade
             .credential_headers
             .iter()
@@ -59,7 +61,7 @@ impl<'a> JobCalls<'a> {
                 client_headers
                     .get_all(name)
                     .iter()
-                    .map(move |value| (name.clone(), value.clone()))
+                    .map(move |value| (name.clone(), detached(value)))
             })
             .collect();
         JobCalls {

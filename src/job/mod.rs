@@ -268,46 +268,53 @@ async fn submit_job(
 
 /// Follows a job that was submitted earlier (a continuation monitor, or an
 /// idempotent retry after its first attempt let go).
+///
+/// What it needs of the client's `headers` is taken (copied) before the
+/// future exists, which borrows neither them nor `extra`: the caller drops
+/// the request head before it waits, so a held request does not keep it.
 #[allow(clippy::too_many_arguments)]
-pub async fn resume(
-    cx: Forward<'_>,
-    facade: &AsyncRoute,
+pub fn resume<'a>(
+    cx: Forward<'a>,
+    facade: &'a AsyncRoute,
     ticket: Ticket,
     headers: &HeaderMap,
     started: Instant,
-    env: JobEnv<'_>,
+    env: JobEnv<'a>,
     extra: &mut HeaderMap,
-    progress: &mut Progress,
-) -> Result<Response<Body>, Error> {
+    progress: &'a mut Progress,
+) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
     let (_, hold) = hold(facade, headers, extra);
-    let mut calls = JobCalls::new(cx.route, facade, cx.upstream, headers);
-    let unreadable =
-        |what: &str| Error::Internal(format!("a job ticket with an unreadable {what}").into());
-    let status_url = Url::parse(&ticket.status_url).map_err(|_| unreadable("status URL"))?;
-    // Checked now, though used only if the result is the original URI
-    // again: a bad ticket fails before any call.
-    Url::parse(&ticket.original).map_err(|_| unreadable("original URI"))?;
-    // The ticket was signed by Baton, but the origin policy may have
-    // changed since: check again.
-    calls.resolve(&status_url, status_url.as_str())?;
-    calls.job = JobRef {
-        id: Some(ticket.job_id.clone()),
-        status_url: Some(calls.public_url(&status_url)),
-    };
-    tracing::Span::current().record("job_id", ticket.job_id.as_str());
-    progress.submit = Submission::Accepted(Box::new(ticket));
-    progress.resumed = true;
-    let target = Box::new(Target {
-        status_url,
-        first_poll: FirstPoll::Now,
-        submitted: None,
-        callback: None,
-    });
-    let bound = Bound::new(started + hold, env.drain.clone());
-    Box::pin(follow_and_answer(
-        &calls, target, hold, bound, env, progress,
-    ))
-    .await
+    let calls = JobCalls::new(cx.route, facade, cx.upstream, headers);
+    async move {
+        let mut calls = calls;
+        let unreadable =
+            |what: &str| Error::Internal(format!("a job ticket with an unreadable {what}").into());
+        let status_url = Url::parse(&ticket.status_url).map_err(|_| unreadable("status URL"))?;
+        // Checked now, though used only if the result is the original URI
+        // again: a bad ticket fails before any call.
+        Url::parse(&ticket.original).map_err(|_| unreadable("original URI"))?;
+        // The ticket was signed by Baton, but the origin policy may have
+        // changed since: check again.
+        calls.resolve(&status_url, status_url.as_str())?;
+        calls.job = JobRef {
+            id: Some(ticket.job_id.clone()),
+            status_url: Some(calls.public_url(&status_url)),
+        };
+        tracing::Span::current().record("job_id", ticket.job_id.as_str());
+        progress.submit = Submission::Accepted(Box::new(ticket));
+        progress.resumed = true;
+        let target = Box::new(Target {
+            status_url,
+            first_poll: FirstPoll::Now,
+            submitted: None,
+            callback: None,
+        });
+        let bound = Bound::new(started + hold, env.drain.clone());
+        Box::pin(follow_and_answer(
+            &calls, target, hold, bound, env, progress,
+        ))
+        .await
+    }
 }
 
 /// A job to follow. Its original URI is kept once, in the ticket.
