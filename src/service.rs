@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::header::{HeaderMap, HeaderValue};
@@ -553,6 +554,12 @@ fn job_env<'a>(state: &'a State, generation: &'a Generation, route: &Route) -> J
         timing: generation.timings.get(&route.name).map(|t| &**t),
         callbacks: &state.callbacks,
         callback_base: generation.config.server.callback_url.as_deref(),
+        callback_keep: route
+            .facade
+            .as_ref()
+            .and_then(|f| f.idempotency.as_ref())
+            .map_or(Duration::ZERO, |i| i.ttl)
+            .max(generation.config.server.continuation_ttl),
         metrics: &state.metrics,
         record: None,
         drain: state.drain_signal(),

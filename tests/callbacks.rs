@@ -349,3 +349,61 @@ async fn a_callback_landing_on_another_instance_answers_the_held_client() {
     let forged = format!("http://{addr_b}/callbacks/{}", "f".repeat(32));
     assert_eq!(call_back(&forged, &[], "x").await, 404);
 }
+
+/// A callback that comes after the client stopped waiting is not lost:
+/// the job's token stays valid, the callback is taken (204, not 404), and
+/// the next request for the job, an idempotent retry or the continuation
+/// monitor, answers with it at once. Never a second submit.
+#[tokio::test(start_paused = true)]
+async fn a_callback_after_the_deadline_reaches_the_retry_and_the_monitor() {
+    for next in ["retry", "monitor"] {
+        let (backend, arrived) = accepting_backend().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let toml = config(
+            backend.addr,
+            listener.local_addr().unwrap(),
+            "mode = \"callback\"",
+            "on_timeout = \"accepted\"",
+        )
+        .replace("wait = \"30s\"", "wait = \"5s\"");
+        let baton = TestBaton::start_with_callbacks(&toml, listener).await;
+        let post = || {
+            Request::post(baton.url("/run"))
+                .header("idempotency-key", "late-1")
+                .body(body::full(r#"{"n":1}"#))
+                .unwrap()
+        };
+        let first = post();
+        let held = tokio::spawn(async move { send(&client(), first).await });
+        arrived.notified().await;
+        let callback = backend.last().headers["x-callback-url"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let first = held.await.unwrap();
+        assert_eq!(first.status, 202, "{next}: {}", first.text());
+        let monitor = first.header("location").unwrap().to_owned();
+
+        let late = [("x-callback-status", "201")];
+        assert_eq!(
+            call_back(&callback, &late, "late result").await,
+            204,
+            "{next}"
+        );
+        let answer = match next {
+            "retry" => send(&client(), post()).await,
+            _ => {
+                send(
+                    &client(),
+                    Request::get(baton.url(&monitor))
+                        .body(body::empty())
+                        .unwrap(),
+                )
+                .await
+            }
+        };
+        assert_eq!(answer.status, 201, "{next}: {}", answer.text());
+        assert_eq!(answer.text(), "late result", "{next}");
+        assert_eq!(backend.count(), 1, "{next}: one submit");
+    }
+}

@@ -285,6 +285,7 @@ mod tests {
             status_url: "http://b/status/1".into(),
             job_id: "1".into(),
             original: "http://b/orders".into(),
+            callback: None,
         }
     }
 

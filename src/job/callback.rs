@@ -27,6 +27,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::body::{self, Body};
 use crate::cluster::{unavailable, Cluster};
@@ -71,14 +72,36 @@ struct Pending {
 
 type Slot = watch::Sender<Option<Arc<Delivery>>>;
 
+/// A token this instance handed out.
+struct Entry {
+    route: String,
+    slot: Slot,
+    /// Until when a callback is taken, whether or not a request still
+    /// waits for it: one that comes after the request stopped waiting is
+    /// kept for the next request for the job (an idempotent retry, a
+    /// continuation monitor).
+    expires: Instant,
+}
+
 /// The callbacks this instance waits for, and the cluster's.
 pub struct Callbacks {
-    local: Mutex<HashMap<String, (String, Slot)>>,
+    local: Mutex<Local>,
     cluster: Option<Arc<Cluster>>,
     random: SystemRandom,
 }
 
-/// One awaited callback; dropping it forgets the token.
+#[derive(Default)]
+struct Local {
+    entries: HashMap<String, Entry>,
+    /// When expired entries were last dropped.
+    swept: Option<Instant>,
+}
+
+/// How often expired tokens are looked for, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// One awaited callback. Dropping it forgets the token once its callback
+/// came; before that, the token stays until it expires.
 pub struct Registration {
     pub token: String,
     receiver: watch::Receiver<Option<Arc<Delivery>>>,
@@ -97,12 +120,12 @@ impl Callbacks {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Slot)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
         crate::sync::lock(&self.local)
     }
 
-    /// A fresh token for `route`, awaited until the registration drops
-    /// (or `ttl` passes, in Redis).
+    /// A fresh token for `route`, kept for `ttl`: awaited through the
+    /// registration, and after it drops, for the next request for the job.
     pub async fn register(
         self: &Arc<Self>,
         route: &str,
@@ -129,8 +152,19 @@ impl Callbacks {
                 .await
                 .map_err(unavailable)?;
         }
+        let now = Instant::now();
         let (slot, receiver) = watch::channel(None);
-        self.lock().insert(token.clone(), (route.to_owned(), slot));
+        let mut local = self.lock();
+        if local.swept.is_none_or(|at| now - at >= SWEEP_EVERY) {
+            local.entries.retain(|_, entry| entry.expires > now);
+            local.swept = Some(now);
+        }
+        let entry = Entry {
+            route: route.to_owned(),
+            slot,
+            expires: now + ttl,
+        };
+        local.entries.insert(token.clone(), entry);
         Ok(Registration {
             token,
             receiver,
@@ -138,10 +172,50 @@ impl Callbacks {
         })
     }
 
+    /// Waits again for a token handed out earlier (for a request that
+    /// resumes a job): `None` if it expired, or is not `route`'s.
+    pub async fn attach(self: &Arc<Self>, token: &str, route: &str) -> Option<Registration> {
+        let now = Instant::now();
+        let local = self.lock().entries.get(token).and_then(|entry| {
+            (entry.expires > now && entry.route == route).then(|| entry.slot.subscribe())
+        });
+        let receiver = match local {
+            Some(receiver) => receiver,
+            None => {
+                // Handed out by another instance, or before a restart: the
+                // cluster has it, and `arrived` looks there.
+                let cluster = self.cluster.as_ref()?;
+                let stored: Option<String> = cluster
+                    .conn()
+                    .get(cluster.key("callback", token))
+                    .await
+                    .ok()?;
+                let pending = serde_json::from_str::<Pending>(&stored?).ok()?;
+                if pending.route != route {
+                    return None;
+                }
+                let (slot, receiver) = watch::channel(pending.delivery.map(Arc::new));
+                let entry = Entry {
+                    route: route.to_owned(),
+                    slot,
+                    expires: now + SWEEP_EVERY,
+                };
+                self.lock().entries.insert(token.to_owned(), entry);
+                receiver
+            }
+        };
+        Some(Registration {
+            token: token.to_owned(),
+            receiver,
+            callbacks: Arc::clone(self),
+        })
+    }
+
     /// The route a token was handed out for, if it is still pending.
     pub async fn route_of(&self, token: &str) -> StoreResult<Option<String>> {
-        if let Some((route, slot)) = self.lock().get(token) {
-            return Ok(slot.borrow().is_none().then(|| route.clone()));
+        if let Some(entry) = self.lock().entries.get(token) {
+            let pending = entry.slot.borrow().is_none() && entry.expires > Instant::now();
+            return Ok(pending.then(|| entry.route.clone()));
         }
         let Some(cluster) = &self.cluster else {
             return Ok(None);
@@ -164,7 +238,7 @@ impl Callbacks {
             // Marked used cluster-wide, so no instance takes it twice.
             return self.deliver_shared(cluster, token, route, delivery).await;
         }
-        let Some(slot) = self.lock().get(token).map(|(_, slot)| slot.clone()) else {
+        let Some(slot) = self.lock().entries.get(token).map(|e| e.slot.clone()) else {
             return Ok(false);
         };
         let mut fresh = false;
@@ -202,8 +276,8 @@ impl Callbacks {
             .await
             .map_err(unavailable)?;
         if delivered == 1 {
-            if let Some((_, slot)) = self.lock().get(token) {
-                slot.send_replace(Some(Arc::new(delivery)));
+            if let Some(entry) = self.lock().entries.get(token) {
+                entry.slot.send_replace(Some(Arc::new(delivery)));
             }
         }
         Ok(delivered == 1)
@@ -251,7 +325,11 @@ async fn fetch(cluster: &Cluster, key: &str) -> Option<Delivery> {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.callbacks.lock().remove(&self.token);
+        // A token whose callback came is done with; one still pending is
+        // kept until it expires (see `Entry::expires`).
+        if self.receiver.borrow().is_some() {
+            self.callbacks.lock().entries.remove(&self.token);
+        }
     }
 }
 

@@ -85,6 +85,11 @@ pub struct Ticket {
     /// The URI of the submit, for results re-read from it.
     #[serde(rename = "o")]
     pub original: String,
+    /// The job's callback token, where the route completes by callback:
+    /// a later request for the job finds a callback that came after the
+    /// first one stopped waiting.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
 }
 
 /// Why a token does not open.
@@ -214,6 +219,7 @@ mod tests {
             status_url: "http://backend/status/1".into(),
             job_id: "1".into(),
             original: "http://backend/reports".into(),
+            callback: None,
         }
     }
 

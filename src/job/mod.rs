@@ -65,6 +65,10 @@ pub struct JobEnv<'a> {
     pub callbacks: &'a Arc<Callbacks>,
     /// The base of callback URLs (`[server] callback_url`).
     pub callback_base: Option<&'a str>,
+    /// How long a job's callback is kept for a later request after the
+    /// first stopped waiting (`[server] continuation_ttl`, or the route's
+    /// idempotency TTL when longer).
+    pub callback_keep: Duration,
     pub metrics: &'a Metrics,
     /// The idempotency record to tell the moment the job is accepted, so
     /// a retry on any instance finds the job even if this one dies.
@@ -198,9 +202,10 @@ async fn submit_job(
     let facade = calls.facade;
     let (registration, request) = match &facade.callback {
         Some(callback) => {
+            let keep = (facade.max_wait + CALLBACK_SLACK).max(env.callback_keep);
             let registration = env
                 .callbacks
-                .register(&cx.route.name, facade.max_wait + CALLBACK_SLACK)
+                .register(&cx.route.name, keep)
                 .await
                 .map_err(Error::Unavailable)?;
             let url = format!(
@@ -239,6 +244,7 @@ async fn submit_job(
         status_url: job.status_url.to_string(),
         job_id: job.id.clone(),
         original: submit_url.to_string(),
+        callback: registration.as_ref().map(|r| r.token.clone()),
     }));
     tracing::Span::current().record("job_id", job.id.as_str());
     if let (Some((store, key)), Submission::Accepted(ticket)) = (env.record, &progress.submit) {
@@ -301,13 +307,19 @@ pub fn resume<'a>(
             status_url: Some(calls.public_url(&status_url)),
         };
         tracing::Span::current().record("job_id", ticket.job_id.as_str());
+        // A callback that came after the last request stopped waiting is
+        // kept under the job's token: wait on it again.
+        let callback = match &ticket.callback {
+            Some(token) => env.callbacks.attach(token, &cx.route.name).await,
+            None => None,
+        };
         progress.submit = Submission::Accepted(Box::new(ticket));
         progress.resumed = true;
         let target = Box::new(Target {
             status_url,
             first_poll: FirstPoll::Now,
             submitted: None,
-            callback: None,
+            callback,
         });
         let bound = Bound::new(started + hold, env.drain.clone());
         Box::pin(follow_and_answer(
