@@ -2,7 +2,6 @@
 //! instance's job taken over by the next retry, and Redis going away.
 //! Skipped, loudly, where no Redis answers (see `support::redis`).
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use baton::body;
@@ -10,7 +9,7 @@ use http::Request;
 
 use crate::support::jobs::{async_config, post, Dialect, JobApi, Script};
 use crate::support::redis::{cluster_table, command, namespace, url, Relay};
-use crate::support::{client, get, send, TestBaton};
+use crate::support::{client, get, send, Doomed, TestBaton};
 
 fn job(polls_until_done: u32) -> Script {
     Script {
@@ -62,54 +61,6 @@ async fn concurrent_duplicate_submits_across_instances_make_one_job() {
     )
     .await;
     other.problem(422);
-}
-
-/// Runs a Baton on a runtime of its own, so the test can kill it whole —
-/// tasks, lease renewals and all — as a crash would.
-struct Doomed {
-    addr: SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Doomed {
-    fn start(toml: &str) -> Doomed {
-        let mut config = baton::Config::parse(toml, "doomed.toml", None).unwrap();
-        // All of it on the runtime the crash stops.
-        config.server.threads = 1;
-        // A runtime cannot be started from inside the test's own.
-        let (addr, runtime) = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let addr = runtime.block_on(async {
-                let baton = baton::Baton::new(config).await.unwrap();
-                let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = main.local_addr().unwrap();
-                let listeners = baton::Listeners {
-                    main,
-                    admin: None,
-                    callbacks: None,
-                };
-                tokio::spawn(baton.run(listeners, std::future::pending()));
-                addr
-            });
-            (addr, runtime)
-        })
-        .join()
-        .unwrap();
-        Doomed {
-            addr,
-            runtime: Some(runtime),
-        }
-    }
-
-    fn crash(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::support::faults::{result_body, Fault, FaultApi, Stage, RUNNING_POLLS, SUBMIT_PATH};
 use crate::support::redis::{cluster_table, namespace};
-use crate::support::{client, TestBaton};
+use crate::support::{client, Doomed, TestBaton};
 
 // Timing, on the paused clock. Polls go out at 0.1 s, 0.25 s and 0.475 s
 // (backoff without jitter), so three failing polls end a request with a
@@ -826,59 +826,6 @@ poll = {{ initial = "100ms", factor = 1.5, jitter = 0.0, min_interval = "50ms", 
         grace = GRACE.as_millis(),
         hold = HOLD.as_secs(),
     )
-}
-
-/// A Baton on a runtime of its own, so a test can kill it whole — tasks,
-/// lease renewals and all — as a crash would (as in `tests/cluster.rs`).
-struct Doomed {
-    addr: SocketAddr,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Doomed {
-    fn start(toml: &str) -> Doomed {
-        let mut config = baton::Config::parse(toml, "doomed.toml", None).unwrap();
-        config.server.threads = 1;
-        // A runtime cannot be built from inside another one's thread.
-        let (addr, runtime) = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let addr = runtime.block_on(async {
-                let baton = baton::Baton::new(config).await.unwrap();
-                let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = main.local_addr().unwrap();
-                let listeners = baton::Listeners {
-                    main,
-                    admin: None,
-                    callbacks: None,
-                };
-                tokio::spawn(baton.run(listeners, std::future::pending()));
-                addr
-            });
-            (addr, runtime)
-        })
-        .join()
-        .unwrap();
-        Doomed {
-            addr,
-            runtime: Some(runtime),
-        }
-    }
-
-    fn crash(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Doomed {
-    fn drop(&mut self) {
-        self.crash();
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -393,6 +393,60 @@ pub fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
         })
 }
+/// A Baton on a runtime of its own, so a test can kill it whole (tasks,
+/// lease renewals and all) as a crash would.
+pub struct Doomed {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Doomed {
+    pub fn start(toml: &str) -> Doomed {
+        let mut config = Config::parse(toml, "doomed.toml", None).unwrap();
+        // All of it on the runtime the crash stops.
+        config.server.threads = 1;
+        // A runtime cannot be started from inside the test's own.
+        let (addr, runtime) = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let addr = runtime.block_on(async {
+                let baton = Baton::new(config).await.unwrap();
+                let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = main.local_addr().unwrap();
+                let listeners = Listeners {
+                    main,
+                    admin: None,
+                    callbacks: None,
+                };
+                tokio::spawn(baton.run(listeners, std::future::pending()));
+                addr
+            });
+            (addr, runtime)
+        })
+        .join()
+        .unwrap();
+        Doomed {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn crash(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
 pub mod faults;
 pub mod jobs;
 pub mod process;

@@ -312,7 +312,7 @@ async fn serve(id: usize, mut stream: TcpStream, recorded: Arc<Recorded>, script
 }
 
 /// Reads more bytes into `buf`; false at the end of the stream.
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+pub async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 16 * 1024];
     match stream.read(&mut chunk).await {
         Ok(0) | Err(_) => false,
