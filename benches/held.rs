@@ -249,7 +249,7 @@ fn open(clients: &mut Vec<TcpStream>, port: u16, count: usize) {
     }
 }
 
-/// Baton's own connection handling (`baton::connection`: protocol sniff,
+/// Baton's own connection handling (`baton::edge::connection`: protocol sniff,
 /// hyper's HTTP/1 connection, drain) with a service that drops the request
 /// and never answers: what a pending request costs before Baton holds
 /// anything of its own.
@@ -268,15 +268,15 @@ fn bare_server(port: u16) {
             None,
         )
         .expect("the default server settings");
-        let settings = Arc::new(baton::connection::Settings::new(&config.server));
-        let (_phase, phase) = tokio::sync::watch::channel(baton::connection::Phase::Serving);
+        let settings = Arc::new(baton::edge::connection::Settings::new(&config.server));
+        let (_phase, phase) = tokio::sync::watch::channel(baton::edge::connection::Phase::Serving);
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             let settings = Arc::clone(&settings);
             let phase = phase.clone();
             tokio::spawn(async move {
                 let service = service_fn(hold_forever);
-                let _ = baton::connection::serve(stream, service, settings, phase).await;
+                let _ = baton::edge::connection::serve(stream, service, settings, phase).await;
             });
         }
     });

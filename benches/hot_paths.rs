@@ -8,11 +8,11 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use baton::config::router;
 use baton::config::{NotFound, StateReader, StateRules};
+use baton::facade::job_state::{self, StatusAnswer};
+use baton::facade::schedule;
 use baton::headers;
-use baton::job::dialect::{self, StatusAnswer};
-use baton::job::schedule;
-use baton::router;
 use baton::Config;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -118,7 +118,7 @@ fn job_state(c: &mut Criterion) {
         b.iter(|| {
             let mut answer =
                 StatusAnswer::new(StatusCode::OK, HeaderMap::new(), black_box(text.clone()));
-            dialect::read(&rules, &[], &mut answer)
+            job_state::read(&rules, &[], &mut answer)
         })
     });
 }

@@ -17,9 +17,22 @@ use http_body_util::{BodyExt, Empty, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{BoxError, ClientError};
-
 /// A streaming body with a boxed error, `Send` so h2 can drive it.
+/// A boxed error with its source chain intact.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a client's body could not be read; the error module gives each its
+/// status.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the request body stalled: nothing arrived for {0:?}")]
+    Stalled(Duration),
+    #[error("reading the request body failed")]
+    Read(#[source] BoxError),
+}
+
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body held entirely in memory (error pages, small fixed answers).
@@ -239,7 +252,7 @@ pub async fn collect<B>(
     body: B,
     reading: &Reading,
     deadline: Option<(Instant, Duration)>,
-) -> Result<Bytes, ClientError>
+) -> Result<Bytes, BodyError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -252,24 +265,24 @@ where
     let collected = match deadline {
         Some((deadline, allowed)) => match tokio::time::timeout_at(deadline, collecting).await {
             Ok(collected) => collected,
-            Err(_) => return Err(ClientError::BodyTimeout(allowed)),
+            Err(_) => return Err(BodyError::Stalled(allowed)),
         },
         None => collecting.await,
     };
     collected
         .map(http_body_util::Collected::to_bytes)
-        .map_err(|e| client_error(e, reading.limit))
+        .map_err(|e| failure(e, reading.limit))
 }
 
 /// What a failed client body means for the client's answer.
-pub fn client_error(err: BoxError, limit: u64) -> ClientError {
+pub fn failure(err: BoxError, limit: u64) -> BodyError {
     if err.is::<http_body_util::LengthLimitError>() || err.is::<TooLarge>() {
-        return ClientError::BodyTooLarge { limit };
+        return BodyError::TooLarge { limit };
     }
     if let Some(stalled) = err.downcast_ref::<Stalled>() {
-        return ClientError::BodyTimeout(stalled.timeout);
+        return BodyError::Stalled(stalled.timeout);
     }
-    ClientError::BodyRead(err)
+    BodyError::Read(err)
 }
 
 /// Reads a request body for forwarding: whole, when it fits the buffer
@@ -281,13 +294,13 @@ pub async fn request<B>(
     declared: Option<u64>,
     reading: &Reading,
     budget: &Arc<Semaphore>,
-) -> Result<Body, ClientError>
+) -> Result<Body, BodyError>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     if declared.is_some_and(|n| n > reading.limit) {
-        return Err(ClientError::BodyTooLarge {
+        return Err(BodyError::TooLarge {
             limit: reading.limit,
         });
     }
@@ -323,7 +336,7 @@ where
                 })
                 .boxed_unsync());
         };
-        let frame = frame.map_err(|e| client_error(e, reading.limit))?;
+        let frame = frame.map_err(|e| failure(e, reading.limit))?;
         let Ok(data) = frame.into_data() else {
             // Trailers end a body; a proxy that buffers drops them, as
             // nginx does.
@@ -331,7 +344,7 @@ where
         };
         total += data.len() as u64;
         if total > reading.limit {
-            return Err(ClientError::BodyTooLarge {
+            return Err(BodyError::TooLarge {
                 limit: reading.limit,
             });
         }

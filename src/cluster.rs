@@ -17,7 +17,6 @@ use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
-use crate::idempotency::StoreError;
 use crate::sync::lock;
 
 /// How long a Redis call may take before the request that needs it gets a
@@ -101,7 +100,7 @@ impl Cluster {
             conn,
             namespace: config.namespace.clone(),
             lease: config.lease,
-            instance: crate::hex::encode(&id),
+            instance: hex::encode(&id),
             waiters: Arc::default(),
         });
         tokio::spawn(subscribe(
@@ -197,6 +196,11 @@ impl Drop for Watch {
         }
     }
 }
+
+/// The shared store could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared store is unavailable: {0}")]
+pub struct StoreError(pub String);
 
 /// Any Redis failure, as the store reports it.
 pub fn unavailable(e: redis::RedisError) -> StoreError {

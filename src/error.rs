@@ -16,8 +16,8 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
 
-/// A boxed error with its source chain intact.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::body::BodyError;
+pub use crate::body::BoxError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum Error {
     ShuttingDown,
     /// A shared store this request needs cannot be reached.
     #[error(transparent)]
-    Unavailable(#[from] crate::idempotency::StoreError),
+    Unavailable(#[from] crate::store::StoreError),
     /// Too many requests are held already.
     #[error("{scope} holds {limit} requests already")]
     Overloaded { scope: String, limit: usize },
@@ -76,6 +76,22 @@ pub enum ClientError {
     BadTarget(#[from] crate::target::TargetError),
     #[error("the request body stalled: nothing arrived for {0:?}")]
     BodyTimeout(std::time::Duration),
+}
+
+impl From<BodyError> for ClientError {
+    fn from(err: BodyError) -> ClientError {
+        match err {
+            BodyError::TooLarge { limit } => ClientError::BodyTooLarge { limit },
+            BodyError::Stalled(pause) => ClientError::BodyTimeout(pause),
+            BodyError::Read(source) => ClientError::BodyRead(source),
+        }
+    }
+}
+
+impl From<BodyError> for Error {
+    fn from(err: BodyError) -> Error {
+        Error::Client(err.into())
+    }
 }
 
 /// What went wrong between Baton and a backend.

@@ -27,30 +27,21 @@
 
 #![forbid(unsafe_code)]
 
-pub mod accept;
-pub mod admin;
 pub mod body;
 pub mod cluster;
 pub mod config;
-pub mod connection;
-pub mod correlation;
-pub mod demo;
+pub mod edge;
 pub mod error;
+pub mod facade;
 pub mod headers;
-pub mod hex;
-pub mod idempotency;
-pub mod job;
-pub mod lanes;
-pub mod metrics;
+pub mod ops;
+pub mod pipeline;
 pub mod proxy;
-pub mod router;
-pub mod server;
-pub mod service;
-pub mod shutdown;
 pub mod state;
+pub mod store;
 pub mod sync;
 pub mod target;
-pub mod upstream;
+pub mod telemetry;
 
 use std::future::Future;
 use std::io;
@@ -60,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{Config, ConfigError};
-pub use upstream::TrustError;
+pub use proxy::upstream::TrustError;
 
 /// Why Baton cannot start with a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +61,7 @@ pub enum StartError {
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
     #[error(transparent)]
-    Random(#[from] job::continuation::NoRandomness),
+    Random(#[from] facade::continuation::NoRandomness),
 }
 
 /// How long the admin and callback listeners get to finish their requests
@@ -160,16 +151,16 @@ impl Baton {
         listeners: Listeners,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let (phase, phase_rx) = watch::channel(connection::Phase::Serving);
+        let (phase, phase_rx) = watch::channel(edge::connection::Phase::Serving);
         // Admin and callbacks keep serving while the client listener drains
         // (probes read `/readyz`; held requests may still be called back),
         // and drain themselves once it is done.
-        let (listening, listening_rx) = watch::channel(connection::Phase::Serving);
-        let settings = Arc::new(connection::Settings::new(
+        let (listening, listening_rx) = watch::channel(edge::connection::Phase::Serving);
+        let settings = Arc::new(edge::connection::Settings::new(
             &self.state.current().config.server,
         ));
         let admin = listeners.admin.map(|listener| {
-            tokio::spawn(admin::serve(
+            tokio::spawn(ops::admin::serve(
                 listener,
                 phase_rx,
                 listening_rx.clone(),
@@ -178,15 +169,27 @@ impl Baton {
             ))
         });
         let callbacks = listeners.callbacks.map(|listener| {
-            tokio::spawn(job::callback::serve(
+            tokio::spawn(pipeline::callbacks::serve(
                 listener,
                 listening_rx,
                 settings,
                 Arc::clone(&self.state),
             ))
         });
-        let result = server::serve(listeners.main, self.state, shutdown, phase).await;
-        listening.send_replace(connection::Phase::Draining);
+        // Listener settings come from the config at start; a reload changes
+        // routes and backends, not these.
+        let config = self.state.current().config.clone();
+        let state = &self.state;
+        let result = edge::server::serve(
+            listeners.main,
+            &config.server,
+            |peer| pipeline::service(state, peer),
+            &**state,
+            shutdown,
+            phase,
+        )
+        .await;
+        listening.send_replace(edge::connection::Phase::Draining);
         let mut others: Vec<_> = admin.into_iter().chain(callbacks).collect();
         let finished = futures_util::future::join_all(others.iter_mut());
         // Their requests are short; what is still open after a moment is cut.
@@ -194,7 +197,7 @@ impl Baton {
             .await
             .is_err()
         {
-            listening.send_replace(connection::Phase::Cut);
+            listening.send_replace(edge::connection::Phase::Cut);
             for task in &others {
                 task.abort();
             }

@@ -81,7 +81,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     let server = config.server.clone();
     // The runtime is lane 0 of `[server] threads`: one thread, like the
-    // lanes Baton starts beside it (see `baton::lanes`).
+    // lanes Baton starts beside it (see `baton::edge::lanes`).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -109,8 +109,8 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let signals = baton::shutdown::on_terminate().and_then(|shutdown| {
-            baton::shutdown::reload_on_hangup(path, baton.reloader())?;
+        let signals = baton::ops::signals::on_terminate().and_then(|shutdown| {
+            baton::ops::signals::reload_on_hangup(path, baton.reloader())?;
             Ok(shutdown)
         });
         let shutdown = match signals {
@@ -132,14 +132,14 @@ fn run(path: PathBuf) -> ExitCode {
 
 fn demo(listen: std::net::SocketAddr) -> ExitCode {
     block_on(async move {
-        let shutdown = match baton::shutdown::on_terminate() {
+        let shutdown = match baton::ops::signals::on_terminate() {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        match baton::demo::run(listen, shutdown).await {
+        match baton::ops::demo::run(listen, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

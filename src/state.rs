@@ -16,12 +16,12 @@ use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::idempotency::{memory::MemoryStore, redis::RedisStore, Store};
-use crate::job::adaptive::Timing;
-use crate::job::callback::Callbacks;
-use crate::job::continuation::Continuation;
-use crate::metrics::Metrics;
-use crate::upstream::{TrustError, Upstreams};
+use crate::facade::adaptive::Timing;
+use crate::facade::callback::Callbacks;
+use crate::facade::continuation::Continuation;
+use crate::proxy::upstream::{TrustError, Upstreams};
+use crate::store::{memory::MemoryStore, redis::RedisStore, Store};
+use crate::telemetry::metrics::Metrics;
 
 /// One configuration and everything built from it.
 pub struct Generation {
@@ -284,5 +284,19 @@ mod tests {
         assert_eq!(new.server.shutdown_grace, std::time::Duration::from_secs(9));
         let mut same = config("max_connections = 100\nmax_held = 5");
         assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+}
+
+impl crate::edge::server::Drain for State {
+    fn grace(&self) -> std::time::Duration {
+        self.current().config.server.shutdown_grace
+    }
+
+    fn tunnels(&self) -> &tokio_util::task::TaskTracker {
+        &self.tunnels
+    }
+
+    fn answer_now(&self) {
+        self.drain_now();
     }
 }

@@ -220,12 +220,12 @@ async fn unsigned_or_badly_signed_callbacks_have_no_effect() {
     let baton = TestBaton::start_with_callbacks(&toml, listener).await;
     let (held, callback) = submit(&baton, &backend, &arrived).await;
     assert_eq!(call_back(&callback, &[], "forged").await, 404);
-    let wrong = baton::job::callback::sign(b"another secret entirely", b"forged");
+    let wrong = baton::facade::callback::sign(b"another secret entirely", b"forged");
     assert_eq!(
         call_back(&callback, &[("x-baton-signature", &wrong)], "forged").await,
         404
     );
-    let right = baton::job::callback::sign(secret.as_bytes(), b"genuine");
+    let right = baton::facade::callback::sign(secret.as_bytes(), b"genuine");
     assert_eq!(
         call_back(&callback, &[("x-baton-signature", &right)], "genuine").await,
         204

@@ -128,7 +128,7 @@ async fn a_leader_whose_key_expired_leaves_the_next_requests_record_alone() {
     // then used again, for another request, on the other instance.
     let record = format!(
         "{ns}:idem:{}",
-        baton::idempotency::scoped_key("facade", None, b"reused")
+        baton::store::scoped_key("facade", None, b"reused")
     );
     assert_eq!(command(&redis, &["DEL", &record]).await, ":1\r\n");
     let second = tokio::spawn({

@@ -1184,7 +1184,7 @@ backend = "zeta"
 
     // First match wins, in file order.
     let find = |path: &str| {
-        baton::router::find(
+        baton::config::router::find(
             &config.routes,
             &http::Method::GET,
             Some("x.example.com"),

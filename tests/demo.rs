@@ -15,8 +15,11 @@ use crate::support::{client, send, TestBaton};
 #[tokio::test(start_paused = true)]
 async fn the_demo_job_api_is_answered_synchronously() {
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = baton::demo::config(api.local_addr().unwrap());
-    tokio::spawn(baton::demo::serve_job_api(api, baton::demo::REPORT_TIME));
+    let config = baton::ops::demo::config(api.local_addr().unwrap());
+    tokio::spawn(baton::ops::demo::serve_job_api(
+        api,
+        baton::ops::demo::REPORT_TIME,
+    ));
     let baton = TestBaton::start_config(config, false).await;
     let request = Request::post(baton.url("/reports"))
         .header("content-type", "application/json")
@@ -27,7 +30,7 @@ async fn the_demo_job_api_is_answered_synchronously() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["quarter"], json!("Q3"));
     assert_eq!(answer.json()["report"], json!(1));
-    assert!(started.elapsed() >= baton::demo::REPORT_TIME);
+    assert!(started.elapsed() >= baton::ops::demo::REPORT_TIME);
 }
 
 #[tokio::test]

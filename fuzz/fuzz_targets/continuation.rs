@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use baton::job::continuation::{Continuation, Refused, Ticket, PREFIX};
+use baton::facade::continuation::{Continuation, Refused, Ticket, PREFIX};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,16 +17,16 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();
     for piece in data.split(|&b| b == 0) {
         if let Ok(value) = HeaderValue::from_bytes(piece) {
-            headers.append(baton::job::prefer::PREFER, value);
+            headers.append(baton::facade::prefer::PREFER, value);
         }
     }
-    let prefer = baton::job::prefer::Prefer::parse(&headers);
+    let prefer = baton::facade::prefer::Prefer::parse(&headers);
     if let Some(wait) = prefer.wait {
         // Only a `wait` the client wrote can come out: its digits (without
         // leading zeros) appear in one of the values.
         let digits = wait.as_secs().to_string();
         let seen = headers
-            .get_all(baton::job::prefer::PREFER)
+            .get_all(baton::facade::prefer::PREFER)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.contains(&digits));

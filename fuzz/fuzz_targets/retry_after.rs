@@ -27,6 +27,6 @@ fuzz_target!(|data: &[u8]| {
         };
         headers.append(HeaderName::from_static(NAMES[i % NAMES.len()]), value);
     }
-    let _ = baton::job::schedule::retry_after(&headers, SystemTime::now());
-    let _ = baton::job::schedule::retry_after(&headers, SystemTime::UNIX_EPOCH);
+    let _ = baton::facade::schedule::retry_after(&headers, SystemTime::now());
+    let _ = baton::facade::schedule::retry_after(&headers, SystemTime::UNIX_EPOCH);
 });

@@ -23,7 +23,7 @@
 use std::sync::OnceLock;
 
 use baton::config::{AsyncRoute, StateReader};
-use baton::job::dialect::{read, StatusAnswer};
+use baton::facade::job_state::{read, StatusAnswer};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;

@@ -15,7 +15,7 @@ use toml::Spanned;
 use super::presets;
 use super::raw::RawAsync;
 use super::{ConfigError, Cx};
-use crate::job::template::Template;
+use crate::config::template::Template;
 
 #[derive(Debug, Clone)]
 pub struct AsyncRoute {

@@ -15,9 +15,9 @@ use serde_json::Value;
 use url::Url;
 
 use crate::body::{self, Body};
+use crate::config::template::Vars;
 use crate::config::HandleSource;
 use crate::error::{Error, JobError};
-use crate::job::template::Vars;
 use crate::proxy;
 
 use super::call::JobCalls;

@@ -27,7 +27,6 @@ use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
-use serde::{Deserialize, Serialize};
 
 /// Where Baton serves continuation monitors.
 pub const PREFIX: &str = "/.baton/jobs/";
@@ -73,24 +72,7 @@ impl Key {
     }
 }
 
-/// What a token stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
-    #[serde(rename = "r")]
-    pub route: String,
-    #[serde(rename = "u")]
-    pub status_url: String,
-    #[serde(rename = "i")]
-    pub job_id: String,
-    /// The URI of the submit, for results re-read from it.
-    #[serde(rename = "o")]
-    pub original: String,
-    /// The job's callback token, where the route completes by callback:
-    /// a later request for the job finds a callback that came after the
-    /// first one stopped waiting.
-    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
-    pub callback: Option<String>,
-}
+pub use crate::store::Ticket;
 
 /// Why a token does not open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

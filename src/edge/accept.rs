@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::body::Body;
-use crate::connection::{self, Phase, Settings};
+use crate::edge::connection::{self, Phase, Settings};
 
 /// The first and the longest pause after the process ran out of a
 /// resource accepting needs.

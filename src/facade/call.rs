@@ -16,10 +16,10 @@ use url::Url;
 
 use crate::body;
 use crate::config::{AsyncRoute, Origin, Route};
-use crate::correlation::TRACEPARENT;
 use crate::error::{Error, JobError, JobRef};
 use crate::headers::{detached, X_REQUEST_ID};
-use crate::upstream::Upstream;
+use crate::proxy::upstream::Upstream;
+use crate::telemetry::correlation::TRACEPARENT;
 
 /// The client's correlation headers, which every call of its job carries.
 const CORRELATION: [HeaderName; 2] = [X_REQUEST_ID, TRACEPARENT];

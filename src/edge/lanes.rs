@@ -1,7 +1,7 @@
 //! Thread-per-core serving. A lane is one event-loop thread: the runtime
 //! that accepted a connection hands it to a lane, and the lane runs it
 //! start to finish — its requests, their backend calls (on that lane's own
-//! connection pools, see [`crate::upstream::Upstreams`]), their answers.
+//! connection pools, kept per lane by the proxy), their answers.
 //! Nothing a request does wakes another thread, which a work-stealing
 //! runtime does on every backend round trip.
 //!

@@ -10,37 +10,29 @@
 //! callback is not properly signed is answered 404 and changes nothing.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::header::CONTENT_TYPE;
 use redis::AsyncCommands;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::{self, Body};
 use crate::cluster::{unavailable, Cluster};
 use crate::config::Callback;
-use crate::connection::{Phase, Settings};
-use crate::idempotency::{StoreError, StoreResult};
-use crate::state::State;
+use crate::store::{StoreError, StoreResult};
 
 /// Where the callback listener takes callbacks.
 pub const PATH: &str = "/callbacks/";
 
 /// A callback's largest accepted body.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// What a job API called back with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,7 +127,7 @@ impl Callbacks {
         self.random
             .fill(&mut bytes)
             .map_err(|_| StoreError("no system randomness for a callback token".to_owned()))?;
-        let token = crate::hex::encode(&bytes);
+        let token = hex::encode(&bytes);
         if let Some(cluster) = &self.cluster {
             let pending = serde_json::to_string(&Pending {
                 route: route.to_owned(),
@@ -337,7 +329,7 @@ impl Drop for Registration {
 /// `sha256=<hex>`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
-    format!("sha256={}", crate::hex::encode(tag.as_ref()))
+    format!("sha256={}", hex::encode(tag.as_ref()))
 }
 
 fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8]) -> bool {
@@ -351,110 +343,30 @@ fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8])
     else {
         return false;
     };
-    let Some(tag) = crate::hex::decode(given) else {
+    let Some(tag) = hex::decode(given).ok() else {
         return false;
     };
     hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, secret), body, &tag).is_ok()
 }
 
-/// Serves the callback listener until `listening` leaves serving (after the
-/// client listener has drained: held requests may wait for callbacks to
-/// the end of the grace period).
-pub async fn serve(
-    listener: TcpListener,
-    listening: watch::Receiver<Phase>,
-    settings: Arc<Settings>,
-    state: Arc<State>,
-) {
-    crate::accept::serve_each(listener, settings, MAX_CONNECTIONS, listening, |_peer| {
-        let state = Arc::clone(&state);
-        service_fn(move |request| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(take(&state, request).await) }
-        })
-    })
-    .await;
-}
-
-/// Open callback connections at most.
-const MAX_CONNECTIONS: usize = 1024;
-
-/// One callback: 204 when it reached a waiting job, 404 when it did not
-/// (unknown, used, or not signed as its route requires).
-async fn take(state: &State, request: Request<Incoming>) -> Response<Body> {
-    let reply = |status: StatusCode| {
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = status;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    };
-    let Some(token) = request.uri().path().strip_prefix(PATH).map(str::to_owned) else {
-        return reply(StatusCode::NOT_FOUND);
-    };
-    if request.method() != Method::POST && request.method() != Method::PUT {
-        return reply(StatusCode::METHOD_NOT_ALLOWED);
+/// What a callback delivers, once its signature holds (`None` when the
+/// route signs callbacks and this one is not signed right).
+pub fn delivery(callback: &Callback, headers: &http::HeaderMap, body: &[u8]) -> Option<Delivery> {
+    if !verify_signature(callback, headers, body) {
+        return None;
     }
-    let route = match state.callbacks.route_of(&token).await {
-        Ok(Some(route)) => route,
-        Ok(None) => return reply(StatusCode::NOT_FOUND),
-        Err(e) => {
-            tracing::warn!(error = %e, "a callback could not be looked up");
-            return reply(StatusCode::SERVICE_UNAVAILABLE);
-        }
-    };
-    let generation = state.current();
-    let Some(callback) = generation
-        .config
-        .routes
-        .iter()
-        .find(|r| *r.name == *route)
-        .and_then(|r| r.facade.as_ref())
-        .and_then(|f| f.callback.as_ref())
-    else {
-        return reply(StatusCode::NOT_FOUND);
-    };
-    let (parts, incoming) = request.into_parts();
-    let reading = body::Reading {
-        limit: MAX_BODY as u64,
-        buffer: MAX_BODY as u64,
-        idle: generation.config.server.body_read_timeout,
-    };
-    let bytes = match body::collect(incoming, &reading, None).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let status = crate::error::Error::from(e).status();
-            return reply(status);
-        }
-    };
-    if !verify_signature(callback, &parts.headers, &bytes) {
-        return reply(StatusCode::NOT_FOUND);
-    }
-    let status = parts
-        .headers
+    let status = headers
         .get(&callback.status_header)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u16>().ok())
         .filter(|s| (200..600).contains(s))
         .unwrap_or(200);
-    let delivery = Delivery {
+    Some(Delivery {
         status,
-        content_type: parts
-            .headers
+        content_type: headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        body: STANDARD.encode(&bytes),
-    };
-    match state.callbacks.deliver(&token, &route, delivery).await {
-        Ok(true) => reply(StatusCode::NO_CONTENT),
-        Ok(false) => reply(StatusCode::NOT_FOUND),
-        Err(e) => {
-            tracing::warn!(error = %e, "a callback could not be stored");
-            reply(StatusCode::SERVICE_UNAVAILABLE)
-        }
-    }
+        body: STANDARD.encode(body),
+    })
 }

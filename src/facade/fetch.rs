@@ -11,13 +11,13 @@ use http::{Method, Response, StatusCode};
 use url::Url;
 
 use crate::body::{self, Body};
+use crate::config::template::Vars;
 use crate::config::ResultSource;
 use crate::error::{Error, JobError};
-use crate::job::template::Vars;
 use crate::proxy;
 
 use super::call::JobCalls;
-use super::dialect::{Done, StatusAnswer};
+use super::job_state::{Done, StatusAnswer};
 
 /// Turns the final status answer into the client's answer.
 pub async fn result(

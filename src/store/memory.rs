@@ -9,8 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Begin, BoxFuture, Fingerprint, Store, StoreResult, Stored};
-use crate::job::continuation::Ticket;
+use super::{Begin, BoxFuture, Fingerprint, Store, StoreResult, Stored, Ticket};
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,

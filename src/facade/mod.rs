@@ -20,13 +20,13 @@ pub mod bound;
 pub mod call;
 pub mod callback;
 pub mod continuation;
-pub mod dialect;
 pub mod fetch;
 pub mod follow;
+pub mod idempotency;
+pub mod job_state;
 pub mod prefer;
 pub mod schedule;
 pub mod submit;
-pub mod template;
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,10 +40,10 @@ use tokio::time::Instant;
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, Callback, CallbackCarrier, HandleSource, OnTimeout};
 use crate::error::{ClientError, Error, JobError, JobRef};
-use crate::idempotency::Store;
-use crate::metrics::{Metrics, RouteLabel};
+use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, Forward};
-use crate::upstream::Upstream;
+use crate::store::Store;
+use crate::telemetry::metrics::{Metrics, RouteLabel};
 use adaptive::Timing;
 use bound::{Bound, Cut};
 use call::JobCalls;
@@ -531,7 +531,7 @@ async fn carry(
         CallbackCarrier::Pointer(pointer) => {
             let bytes = match incoming.collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(e) => return Err(body::client_error(e, limit).into()),
+                Err(e) => return Err(body::failure(e, limit).into()),
             };
             let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                 ClientError::BadRequest(format!("this route needs a JSON body ({e})"))
@@ -681,7 +681,7 @@ impl CancelGuard {
     fn new(calls: &JobCalls<'_>, job: &Target) -> Result<Self, Error> {
         let cancel = &calls.facade.cancel;
         let cancel_call = if cancel.on_disconnect || cancel.on_timeout {
-            let vars = template::Vars {
+            let vars = crate::config::template::Vars {
                 status_url: Some(job.status_url.as_str()),
                 job_id: calls.job.id.as_deref(),
             };

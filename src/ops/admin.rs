@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::connection::{Phase, Settings};
+use crate::edge::connection::{Phase, Settings};
 use crate::state::State;
 
 /// Open admin connections at most: scrapes and probes, not traffic.
@@ -31,7 +31,7 @@ pub async fn serve(
     state: Arc<State>,
 ) {
     let ready = Arc::new(ready);
-    crate::accept::serve_each(listener, settings, MAX_CONNECTIONS, listening, |_peer| {
+    crate::edge::accept::serve_each(listener, settings, MAX_CONNECTIONS, listening, |_peer| {
         let ready = Arc::clone(&ready);
         let state = Arc::clone(&state);
         service_fn(move |request| {
@@ -45,7 +45,9 @@ pub async fn serve(
 
 fn answer(request: &Request<Incoming>, ready: bool, state: &State) -> Response<Body> {
     if request.uri().path() == "/metrics" {
-        let text = state.metrics.render(&*state.idempotency);
+        let text = state
+            .metrics
+            .render(state.idempotency.len(), state.idempotency.evictions());
         let mut response = Response::new(body::full(text));
         response.headers_mut().insert(
             CONTENT_TYPE,

@@ -113,10 +113,10 @@ pub async fn serve_job_api(listener: TcpListener, duration: Duration) {
     let Ok(addr) = listener.local_addr() else {
         return;
     };
-    let settings = Arc::new(crate::connection::Settings::new(&config(addr).server));
+    let settings = Arc::new(crate::edge::connection::Settings::new(&config(addr).server));
     // Serves for as long as the process runs: the phase never changes.
-    let (_serving, phase) = watch::channel(crate::connection::Phase::Serving);
-    crate::accept::serve_each(listener, settings, MAX_CONNECTIONS, phase, |_peer| {
+    let (_serving, phase) = watch::channel(crate::edge::connection::Phase::Serving);
+    crate::edge::accept::serve_each(listener, settings, MAX_CONNECTIONS, phase, |_peer| {
         let (reports, next) = (Arc::clone(&reports), Arc::clone(&next));
         service_fn(move |request| {
             let (reports, next) = (Arc::clone(&reports), Arc::clone(&next));

@@ -15,13 +15,13 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::{BackendError, Error, JobError};
-use crate::metrics::{Metrics, RouteKind, RouteLabel};
+use crate::telemetry::metrics::{Metrics, RouteKind, RouteLabel};
 
 use super::adaptive::Timing;
 use super::bound::{Bound, Cut};
 
 use super::call::JobCalls;
-use super::dialect::{self, Done, JobState, StatusAnswer};
+use super::job_state::{self, Done, JobState, StatusAnswer};
 use super::schedule::{self, Schedule};
 
 /// The pace of polling beyond the route's schedule.
@@ -226,7 +226,7 @@ async fn poll(
         .await
         .map_err(|kind| calls.fail(kind))?;
     let mut answer = StatusAnswer::new(parts.status, parts.headers, body);
-    match dialect::read(&facade.state, &facade.failure.pointers, &mut answer)
+    match job_state::read(&facade.state, &facade.failure.pointers, &mut answer)
         .map_err(|kind| calls.fail(kind))?
     {
         JobState::Running { retry_after } => Ok(Polled::Running { retry_after }),

@@ -25,9 +25,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use super::Ticket;
 use super::{Begin, BoxFuture, Fingerprint, Store, StoreError, StoreResult, Stored};
 use crate::cluster::{unavailable, Cluster};
-use crate::job::continuation::Ticket;
 use crate::sync::lock;
 
 pub struct RedisStore {
@@ -244,7 +244,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn hex(fp: &Fingerprint) -> String {
-    crate::hex::encode(&fp.0)
+    hex::encode(&fp.0)
 }
 
 fn encode(stored: &Stored) -> StoreResult<String> {

@@ -14,7 +14,6 @@
 
 pub mod memory;
 pub mod redis;
-pub mod request;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +24,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use ring::digest;
 
-use crate::job::continuation::Ticket;
+use serde::{Deserialize, Serialize};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -84,7 +83,7 @@ pub fn scoped_key(route: &str, scope: Option<&[u8]>, key: &[u8]) -> String {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
-    crate::hex::encode(ctx.finish().as_ref())
+    hex::encode(ctx.finish().as_ref())
 }
 
 /// What a request with a key should do.
@@ -102,10 +101,27 @@ pub enum Begin {
     Mismatch,
 }
 
-/// The shared store could not be reached or answered nonsense.
-#[derive(Debug, thiserror::Error)]
-#[error("the shared store is unavailable: {0}")]
-pub struct StoreError(pub String);
+pub use crate::cluster::StoreError;
+
+/// An accepted job, as a store keeps it for retries and a continuation
+/// token seals it for a client that comes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    #[serde(rename = "r")]
+    pub route: String,
+    #[serde(rename = "u")]
+    pub status_url: String,
+    #[serde(rename = "i")]
+    pub job_id: String,
+    /// The URI of the submit, for results re-read from it.
+    #[serde(rename = "o")]
+    pub original: String,
+    /// The job's callback token, where the route completes by callback:
+    /// a later request for the job finds a callback that came after the
+    /// first one stopped waiting.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 

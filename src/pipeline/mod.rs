@@ -3,6 +3,8 @@
 //! continuation monitor); and the one place where a failed request turns
 //! into its problem+json answer and its access-log line.
 
+pub mod callbacks;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,18 +21,18 @@ use tracing::field::Empty;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::body::{self, Body};
+use crate::config::router;
 use crate::config::Route;
-use crate::correlation;
 use crate::error::{ClientError, Error};
+use crate::facade::continuation::{self, Refused};
+use crate::facade::idempotency::{self as idempotent, Leader};
+use crate::facade::{self, JobEnv, Progress, Submission};
 use crate::headers::{self, Redacted, X_REQUEST_ID};
-use crate::idempotency::request::{self as idempotent, Leader};
-use crate::job::continuation::{self, Refused};
-use crate::job::{self, JobEnv, Progress, Submission};
-use crate::metrics::{Metrics, RouteLabel, RouteOutcome};
 use crate::proxy::{self, Forward};
-use crate::router;
 use crate::state::{Generation, Held, State};
 use crate::target::{self, TargetError};
+use crate::telemetry::correlation;
+use crate::telemetry::metrics::{Metrics, RouteLabel, RouteOutcome};
 
 /// What a request gathers on its way, for its answer, its metrics and its
 /// log line.
@@ -163,6 +165,23 @@ impl Drop for HeldMetric {
 
 /// The route label of requests that matched none.
 static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("none"));
+
+/// The service of one client connection from `peer`.
+pub fn service(
+    state: &Arc<State>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
+       + 'static {
+    let state = Arc::clone(state);
+    // The handler's own future, not one wrapped in an `async` block that
+    // would keep room for the request beside the handler's copy of it.
+    hyper::service::service_fn(move |request| handle(Arc::clone(&state), peer, request))
+}
 
 /// Handles one request; never fails, because every failure has an answer
 /// (the `Result` is the one hyper's service wants).
@@ -386,7 +405,7 @@ fn dispatch<'a>(
             }
             .into());
         }
-        let (_, hold) = job::hold(facade, &parts.headers, &mut exchange.extra);
+        let (_, hold) = facade::hold(facade, &parts.headers, &mut exchange.extra);
         // The upload counts against the hold, but never gets less than one
         // body-read pause: `Prefer: wait=0` must not refuse a body that is
         // on its way.
@@ -420,7 +439,7 @@ fn dispatch<'a>(
             }
         }
         let request = Box::new(request.map(body::full));
-        Box::pin(job::handle(
+        Box::pin(facade::handle(
             cx,
             facade,
             request,
@@ -598,7 +617,7 @@ async fn monitor(
     let cx = forward(state, generation, route, peer)?;
     hold_place(state, generation, route, exchange)?;
     let env = job_env(state, generation, route);
-    let resumed = job::resume(
+    let resumed = facade::resume(
         cx,
         facade,
         ticket,
@@ -608,7 +627,7 @@ async fn monitor(
         &mut exchange.extra,
         &mut exchange.progress,
     );
-    // The head is not kept while the request is held (see `job::resume`).
+    // The head is not kept while the request is held (see `facade::resume`).
     drop(request);
     Box::pin(resumed).await
 }

@@ -1,12 +1,12 @@
 //! The accept loop and the graceful drain: each client connection goes to
-//! a lane ([`crate::lanes`]), where [`crate::connection`] serves it —
+//! a lane ([`crate::edge::lanes`]), where [`crate::edge::connection`] serves it —
 //! HTTP/1.0, 1.1 and h2c (prior knowledge) on the same port.
 //!
-//! Connections are taken by the one accept loop ([`crate::accept`]).
+//! Connections are taken by the one accept loop ([`crate::edge::accept`]).
 //! Shape after hyper-util's graceful server: on shutdown the listener is
 //! dropped at once (new connections are refused by the kernel), every open
 //! connection is told to finish its in-flight requests and close (see
-//! [`crate::connection`]), and whatever is still open when the grace
+//! [`crate::edge::connection`]), and whatever is still open when the grace
 //! period ends is cut.
 
 use std::future::Future;
@@ -14,33 +14,44 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
 use futures_util::FutureExt;
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::Service;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::accept;
-use crate::connection::{self, Phase, Settings};
-use crate::lanes::Lanes;
-use crate::service;
-use crate::state::State;
+use crate::body::Body;
+use crate::config::ServerConfig;
+use crate::edge::accept;
+use crate::edge::connection::{self, Phase, Settings};
+use crate::edge::lanes::Lanes;
 
 /// Serves `listener` until `shutdown` resolves, then drains. `phase` turns
 /// to draining once the listener is closed (so readiness reports the
 /// truth and every connection finishes what it has), and to cut when the
 /// grace period ends.
-pub async fn serve(
+///
+/// `service` makes each connection's service, given its peer; `drain` is
+/// what the process does while it drains.
+pub async fn serve<M, S>(
     listener: TcpListener,
-    state: Arc<State>,
+    server: &ServerConfig,
+    service: M,
+    drain: &impl Drain,
     shutdown: impl Future<Output = ()>,
     phase: watch::Sender<Phase>,
-) -> io::Result<()> {
-    // Listener settings come from the config at start; a reload changes
-    // routes and backends, not these.
-    let config = state.current().config.clone();
-    let server = &config.server;
+) -> io::Result<()>
+where
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
     // Shared, each connection holding a pointer rather than a copy: a held
     // request's connection should not carry the settings.
     let settings = Arc::new(Settings::new(server));
@@ -52,11 +63,7 @@ pub async fn serve(
         server.max_connections,
         shutdown,
         |stream, peer, place| {
-            let state = Arc::clone(&state);
-            // The handler's own future, not one wrapped in an `async` block that
-            // would keep room for the request beside the handler's copy of it.
-            let service =
-                service_fn(move |request| service::handle(Arc::clone(&state), peer, request));
+            let service = service(peer);
             let settings = Arc::clone(&settings);
             let phase_rx = phase.subscribe();
             // Counted from here, not from when its lane first runs it, so the
@@ -80,15 +87,15 @@ pub async fn serve(
 
     drop(listener);
     phase.send_replace(Phase::Draining);
-    let grace = current_grace(&state);
+    let grace = drain.grace();
     info!(grace = ?grace, open = connections.len(), "shutting down: draining connections");
     let deadline = tokio::time::Instant::now() + grace;
     // In-flight requests and upgraded tunnels both get the grace period.
-    state.tunnels.close();
+    drain.tunnels().close();
     let drained = async {
         connections.close();
         connections.wait().await;
-        state.tunnels.wait().await;
+        drain.tunnels().wait().await;
     };
     tokio::pin!(drained);
     if tokio::time::timeout_at(deadline, &mut drained)
@@ -99,7 +106,7 @@ pub async fn serve(
         // than lose their connection, and tunnels close; a moment later
         // whatever is still open is cut.
         warn!("grace period over; answering held requests and closing what is left");
-        state.drain_now();
+        drain.answer_now();
         if tokio::time::timeout(ANSWER_MARGIN, &mut drained)
             .await
             .is_err()
@@ -114,7 +121,12 @@ pub async fn serve(
 /// Time held requests get, after the grace period, to write their 503.
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
-/// The grace period of the configuration in force when shutdown began.
-fn current_grace(state: &State) -> Duration {
-    state.current().config.server.shutdown_grace
+/// What the process does while the edge drains.
+pub trait Drain {
+    /// The grace period in force now (a reload may have changed it).
+    fn grace(&self) -> Duration;
+    /// Upgraded tunnels, which get the grace period as requests do.
+    fn tunnels(&self) -> &TaskTracker;
+    /// The grace period is over: held requests answer now.
+    fn answer_now(&self);
 }

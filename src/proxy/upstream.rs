@@ -23,7 +23,7 @@ use rustls::RootCertStore;
 use crate::body::{self, Body};
 use crate::config::{BackendConfig, Config, Origin};
 use crate::error::{chain, BackendError, ClientError, Error};
-use crate::metrics::{BackendKind, BackendLabel, Metrics};
+use crate::telemetry::metrics::{BackendKind, BackendLabel, Metrics};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -46,7 +46,7 @@ pub struct Upstream {
 
 /// Upstreams by backend name, built once per config: one per lane, so
 /// each lane keeps its own pool of backend connections (see
-/// [`crate::lanes`]).
+/// [`crate::edge::lanes`]).
 #[derive(Clone, Default)]
 pub struct Upstreams {
     by_name: HashMap<String, Vec<Upstream>>,
@@ -107,7 +107,7 @@ impl Upstreams {
     /// The backend's upstream for the lane this runs on.
     pub fn get(&self, backend: &str) -> Option<&Upstream> {
         let lanes = self.by_name.get(backend)?;
-        lanes.get(crate::lanes::current() % lanes.len().max(1))
+        lanes.get(crate::edge::lanes::current() % lanes.len().max(1))
     }
 }
 

@@ -9,6 +9,8 @@
 //! `Upgrade` (WebSocket and friends) becomes a byte tunnel once the backend
 //! agrees with a `101`.
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use crate::body::{self, Body};
 use crate::config::{BackendConfig, Route};
 use crate::error::{BackendError, ClientError, Error};
 use crate::headers;
-use crate::upstream::Upstream;
+use crate::proxy::upstream::Upstream;
 
 /// What the proxy needs to know about the request beyond the request.
 pub struct Forward<'a> {
@@ -280,8 +282,8 @@ pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::router;
     use crate::config::Config;
-    use crate::router;
     use crate::target;
     use proptest::prelude::*;
 

@@ -10,6 +10,8 @@
 mod facade;
 mod presets;
 mod raw;
+pub mod router;
+pub mod template;
 
 pub use facade::{
     AsyncRoute, Callback, CallbackCarrier, Cancel, Failure, Handle, HandleSource, Idempotency,
@@ -29,7 +31,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 
-use crate::router::{HostPattern, PathPattern};
+use crate::config::router::{HostPattern, PathPattern};
 use raw::{RawBackend, RawConfig, RawRoute, RawServer};
 
 /// Everything Baton runs with.

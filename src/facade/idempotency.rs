@@ -11,14 +11,14 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use tokio::time::Instant;
 
-use super::{scoped_key, Begin, Fingerprint, Store, Stored};
 use crate::body::{self, Body};
 use crate::config::{AsyncRoute, Idempotency};
 use crate::error::{BackendError, BoxError, ClientError, Error, JobError, JobRef};
-use crate::job::bound::{Bound, Cut};
-use crate::job::continuation::Ticket;
-use crate::job::{self, JobEnv, Progress, Submission};
+use crate::facade::bound::{Bound, Cut};
+use crate::facade::{self, JobEnv, Progress, Submission};
 use crate::proxy::Forward;
+use crate::store::Ticket;
+use crate::store::{scoped_key, Begin, Fingerprint, Store, Stored};
 
 /// Marks answers that a request did not lead to itself.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -26,7 +26,7 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// Headers that belong to one request and are not replayed to another.
 const PER_REQUEST: [HeaderName; 3] = [
     crate::headers::X_REQUEST_ID,
-    crate::correlation::TRACEPARENT,
+    crate::telemetry::correlation::TRACEPARENT,
     HeaderName::from_static("preference-applied"),
 ];
 
@@ -94,7 +94,7 @@ pub async fn run(
     let (parts, bytes) = request.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fingerprint = Fingerprint::of(&parts.method, target, &bytes);
-    let (_, hold) = job::hold(facade, &parts.headers, extra);
+    let (_, hold) = facade::hold(facade, &parts.headers, extra);
     let mut bound = Bound::new(started + hold, env.drain.clone());
 
     loop {
@@ -132,7 +132,7 @@ pub async fn run(
                     record: Some((&**store, &key)),
                     ..env
                 };
-                return Box::pin(job::handle(
+                return Box::pin(facade::handle(
                     cx,
                     facade,
                     request,
@@ -145,7 +145,7 @@ pub async fn run(
             }
             Begin::Resume(ticket) => {
                 let lead = leader.insert(Box::new(Leader::new(store, key, config, bound)));
-                let resumed = job::resume(
+                let resumed = facade::resume(
                     cx,
                     facade,
                     ticket,
@@ -214,7 +214,7 @@ impl Leader {
             Submission::Accepted(_) => self.progress.settled,
             Submission::Sent => {
                 let status = response.status();
-                !crate::job::transient(status) && status != http::StatusCode::REQUEST_TIMEOUT
+                !crate::facade::transient(status) && status != http::StatusCode::REQUEST_TIMEOUT
             }
             Submission::NotSent => false,
         };

@@ -15,8 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::idempotency::Store;
-
 /// Labels of every request: shared and static text, so counting a
 /// request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -193,10 +191,10 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the store's figures read now.
-    pub fn render(&self, store: &dyn Store) -> String {
-        self.idempotency_records.set(store.len() as i64);
-        let evictions = store.evictions();
+    /// The text exposition, with the idempotency store's figures (its
+    /// records, and its evictions so far) read now.
+    pub fn render(&self, records: usize, evictions: u64) -> String {
+        self.idempotency_records.set(records as i64);
         let seen = self.evictions_seen.swap(evictions, Ordering::AcqRel);
         self.idempotency_evictions
             .inc_by(evictions.saturating_sub(seen));
