@@ -100,7 +100,7 @@ impl Cluster {
             conn,
             namespace: config.namespace.clone(),
             lease: config.lease,
-            instance: hex::encode(&id),
+            instance: hex::encode(id),
             waiters: Arc::default(),
         });
         tokio::spawn(subscribe(

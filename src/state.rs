@@ -257,6 +257,20 @@ impl Drop for Held {
     }
 }
 
+impl crate::edge::server::Drain for State {
+    fn grace(&self) -> std::time::Duration {
+        self.current().config.server.shutdown_grace
+    }
+
+    fn tunnels(&self) -> &tokio_util::task::TaskTracker {
+        &self.tunnels
+    }
+
+    fn answer_now(&self) {
+        self.drain_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,19 +298,5 @@ mod tests {
         assert_eq!(new.server.shutdown_grace, std::time::Duration::from_secs(9));
         let mut same = config("max_connections = 100\nmax_held = 5");
         assert!(keep_restart_only(&running, &mut same).is_empty());
-    }
-}
-
-impl crate::edge::server::Drain for State {
-    fn grace(&self) -> std::time::Duration {
-        self.current().config.server.shutdown_grace
-    }
-
-    fn tunnels(&self) -> &tokio_util::task::TaskTracker {
-        &self.tunnels
-    }
-
-    fn answer_now(&self) {
-        self.drain_now();
     }
 }

@@ -173,7 +173,17 @@ pub fn find<'a>(
     host: Option<&str>,
     path: &str,
 ) -> Option<&'a Route> {
-    routes.iter().find(|route| {
+    position(routes, method, host, path).map(|i| &routes[i])
+}
+
+/// Where [`find`]'s route is in the table.
+pub(crate) fn position(
+    routes: &[Route],
+    method: &Method,
+    host: Option<&str>,
+    path: &str,
+) -> Option<usize> {
+    routes.iter().position(|route| {
         (route.methods.is_empty() || route.methods.contains(method))
             && route
                 .host

@@ -244,7 +244,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn hex(fp: &Fingerprint) -> String {
-    hex::encode(&fp.0)
+    hex::encode(fp.0)
 }
 
 fn encode(stored: &Stored) -> StoreResult<String> {
