@@ -317,24 +317,7 @@ where
     let mut held: Option<OwnedSemaphorePermit> = None;
     loop {
         let Some(frame) = body.frame().await else {
-            // The budget is returned when the body is dropped (sent). A body
-            // that came chunked goes on chunked, in the pieces it came in.
-            let body = match declared {
-                Some(_) => {
-                    let whole = match chunks.len() {
-                        1 => chunks.pop().unwrap_or_default(),
-                        _ => chunks.concat().into(),
-                    };
-                    full(whole)
-                }
-                None => http_body_util::StreamBody::new(frames(chunks)).boxed_unsync(),
-            };
-            return Ok(body
-                .map_frame(move |frame| {
-                    let _held = &held;
-                    frame
-                })
-                .boxed_unsync());
+            return Ok(buffered(chunks, declared, held));
         };
         let frame = frame.map_err(|e| failure(e, reading.limit))?;
         let Ok(data) = frame.into_data() else {
@@ -370,6 +353,31 @@ where
             return Ok(limited(joined, reading.limit));
         }
     }
+}
+
+/// A body read whole, as it goes to the backend: in one piece when the
+/// client declared its length, else chunked in the pieces it came in. The
+/// budget it holds is returned when the body is dropped (sent).
+fn buffered(
+    mut chunks: Vec<Bytes>,
+    declared: Option<u64>,
+    held: Option<OwnedSemaphorePermit>,
+) -> Body {
+    let body = match declared {
+        Some(_) => {
+            let whole = match chunks.len() {
+                1 => chunks.pop().unwrap_or_default(),
+                _ => chunks.concat().into(),
+            };
+            full(whole)
+        }
+        None => http_body_util::StreamBody::new(frames(chunks)).boxed_unsync(),
+    };
+    body.map_frame(move |frame| {
+        let _held = &held;
+        frame
+    })
+    .boxed_unsync()
 }
 
 /// Chunks read ahead, as the frames of a body again.

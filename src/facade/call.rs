@@ -147,33 +147,7 @@ impl<'a> JobCalls<'a> {
         if !self.same_origin(url) {
             return url.to_string();
         }
-        let backend = &self.upstream.config;
-        let mut path = url.path();
-        if let Some(rest) = path.strip_prefix(backend.base_path.as_str()) {
-            if rest.starts_with('/') {
-                path = rest;
-            }
-        }
-        let mut public = String::new();
-        match (&self.route.add_prefix, &self.route.strip_prefix) {
-            (Some(added), strip) if path.starts_with(added.as_str()) => {
-                public.push_str(strip.as_deref().unwrap_or(""));
-                public.push_str(&path[added.len()..]);
-            }
-            (None, Some(strip)) => {
-                public.push_str(strip);
-                public.push_str(path);
-            }
-            _ => public.push_str(path),
-        }
-        if public.is_empty() {
-            public.push('/');
-        }
-        if let Some(query) = url.query() {
-            public.push('?');
-            public.push_str(query);
-        }
-        public
+        crate::proxy::rewrite::client_path(&self.upstream.config, self.route, url)
     }
 }
 

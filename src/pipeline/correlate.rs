@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -112,70 +112,94 @@ where
         // they run inside the span, and a panic there still answers.
         let inner = span
             .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(call))).ok());
-        let state = Arc::clone(&self.state);
-        Box::pin(async move {
-            let answer = match inner {
-                Some(inner) => AssertUnwindSafe(inner.instrument(span.clone()))
-                    .catch_unwind()
-                    .await
-                    .ok()
-                    .map(|Ok(answer)| answer),
-                None => None,
-            };
-            let Answer {
-                result,
-                mut exchange,
-            } = answer.unwrap_or_else(|| Answer {
-                result: Err(Error::Internal("a request handler panicked".into())),
-                exchange: Exchange::default(),
-            });
-            let (mut response, mut outcome) = match result {
-                Ok(response) => (response, "ok"),
+        Box::pin(respond(
+            Arc::clone(&self.state),
+            inner,
+            span,
+            request_id,
+            traceparent,
+        ))
+    }
+}
+
+/// Waits for the inner layers' answer and makes it the client's: a
+/// failure becomes its problem+json, an idempotent leader leaves its
+/// answer to the store, the correlation headers go on, the access line is
+/// written. An `async move` block rather than an `async fn`, so it keeps
+/// its arguments once.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+fn respond<F>(
+    state: Arc<State>,
+    inner: Option<F>,
+    span: tracing::Span,
+    request_id: HeaderValue,
+    traceparent: HeaderValue,
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send
+where
+    F: Future<Output = Result<Answer, Infallible>> + Send,
+{
+    async move {
+        let answer = match inner {
+            Some(inner) => AssertUnwindSafe(inner.instrument(span.clone()))
+                .catch_unwind()
+                .await
+                .ok()
+                .map(|Ok(answer)| answer),
+            None => None,
+        };
+        let Answer {
+            result,
+            mut exchange,
+        } = answer.unwrap_or_else(|| Answer {
+            result: Err(Error::Internal("a request handler panicked".into())),
+            exchange: Exchange::default(),
+        });
+        let (mut response, mut outcome) = match result {
+            Ok(response) => (response, "ok"),
+            Err(err) => {
+                if let Error::Overloaded { .. } = err {
+                    SHED.note(&span);
+                } else if err.status().is_server_error() {
+                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+                }
+                let outcome = err.slug();
+                (
+                    err.into_response(request_id.to_str().unwrap_or_default()),
+                    outcome,
+                )
+            }
+        };
+        span.record("outcome", outcome);
+        let route = exchange
+            .route
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
+        let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
+        if let Some(leader) = exchange.leader.take() {
+            // Boxed: only the requests that lead an idempotent job need
+            // room for it.
+            response = match Box::pin(leader.finish(response)).await {
+                Ok(response) => response,
                 Err(err) => {
-                    if let Error::Overloaded { .. } = err {
-                        SHED.note(&span);
-                    } else if err.status().is_server_error() {
-                        warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
-                    }
-                    let outcome = err.slug();
-                    (
-                        err.into_response(request_id.to_str().unwrap_or_default()),
-                        outcome,
-                    )
+                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+                    outcome = err.slug();
+                    err.into_response(request_id.to_str().unwrap_or_default())
                 }
             };
-            span.record("outcome", outcome);
-            let route = exchange
-                .route
-                .clone()
-                .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
-            let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
-            if let Some(leader) = exchange.leader.take() {
-                // Boxed: only the requests that lead an idempotent job need
-                // room for it.
-                response = match Box::pin(leader.finish(response)).await {
-                    Ok(response) => response,
-                    Err(err) => {
-                        warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
-                        outcome = err.slug();
-                        err.into_response(request_id.to_str().unwrap_or_default())
-                    }
-                };
-            }
-            let headers = response.headers_mut();
-            headers.extend(std::mem::take(&mut exchange.extra));
-            headers.insert(X_REQUEST_ID, request_id);
-            headers.insert(correlation::TRACEPARENT, traceparent);
-            if let Some(line) = exchange.line.take() {
-                line.log(
-                    route,
-                    response.status().as_u16(),
-                    outcome,
-                    job_id.as_deref(),
-                    polls,
-                );
-            }
-            Ok(response)
-        })
+        }
+        let headers = response.headers_mut();
+        headers.extend(std::mem::take(&mut exchange.extra));
+        headers.insert(X_REQUEST_ID, request_id);
+        headers.insert(correlation::TRACEPARENT, traceparent);
+        if let Some(line) = exchange.line.take() {
+            line.log(
+                route,
+                response.status().as_u16(),
+                outcome,
+                job_id.as_deref(),
+                polls,
+            );
+        }
+        Ok(response)
     }
 }

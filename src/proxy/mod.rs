@@ -9,13 +9,14 @@
 //! `Upgrade` (WebSocket and friends) becomes a byte tunnel once the backend
 //! agrees with a `101`.
 
+pub mod rewrite;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
@@ -23,7 +24,7 @@ use tracing::debug;
 
 use crate::body::{self, Body};
 use crate::config::{BackendConfig, Route};
-use crate::error::{BackendError, ClientError, Error};
+use crate::error::{BackendError, Error};
 use crate::headers;
 use crate::proxy::upstream::Upstream;
 
@@ -112,7 +113,7 @@ pub fn prepare(cx: &Forward<'_>, request: Request<Body>) -> Result<Request<Body>
     // The service has checked Host and made it agree with an absolute-form
     // target, so it names the host the client asked for.
     let client_host = parts.headers.get(header::HOST).cloned();
-    parts.uri = backend_uri(backend, cx.route, &parts.uri)?;
+    parts.uri = rewrite::backend_uri(backend, cx.route, &parts.uri)?;
     let headers = &mut parts.headers;
     headers::strip_hop_by_hop(headers);
     headers::add_forwarded(headers, cx.peer.ip(), client_host.as_ref(), cx.trusted_peer);
@@ -230,46 +231,6 @@ fn tunnel(
     Ok(Response::from_parts(parts, body::empty()))
 }
 
-/// The backend URL for a client's request target: the backend's base path,
-/// then the route's rewrite of the client's path, then the query as sent.
-pub fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Result<Uri, Error> {
-    let mut path = client.path();
-    if let Some(prefix) = &route.strip_prefix {
-        if let Some(rest) = path.strip_prefix(prefix.as_str()) {
-            // Only whole segments: `/api` strips from `/api/x`, not `/apix`.
-            if rest.is_empty() || rest.starts_with('/') {
-                path = rest;
-            }
-        }
-    }
-    let add = route.add_prefix.as_deref().unwrap_or("");
-    let mut target = String::with_capacity(
-        backend.base_path.len()
-            + add.len()
-            + path.len()
-            + client.query().map_or(0, |q| q.len() + 1),
-    );
-    target.push_str(&backend.base_path);
-    target.push_str(add);
-    if path.is_empty() {
-        target.push('/');
-    } else {
-        target.push_str(path);
-    }
-    if let Some(query) = client.query() {
-        target.push('?');
-        target.push_str(query);
-    }
-    Uri::builder()
-        .scheme(backend.scheme.clone())
-        .authority(backend.authority.clone())
-        .path_and_query(target)
-        .build()
-        .map_err(|e| {
-            ClientError::BadRequest(format!("cannot rewrite the request path: {e}")).into()
-        })
-}
-
 pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
@@ -277,103 +238,4 @@ pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::router;
-    use crate::config::Config;
-    use crate::target;
-    use proptest::prelude::*;
-
-    /// A route that serves `/pub/*` from the backend's `/public/...`, and a
-    /// catch-all behind it.
-    fn config() -> Config {
-        Config::parse(
-            r#"
-[backends.files]
-url = "http://files.internal:8000/base"
-
-[[routes]]
-name = "pub"
-match = { path = "/pub/*" }
-backend = "files"
-strip_prefix = "/pub"
-add_prefix = "/public"
-
-[[routes]]
-name = "rest"
-match = { path = "/*" }
-backend = "files"
-"#,
-            "test.toml",
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn piece() -> impl Strategy<Value = String> {
-        prop_oneof![
-            Just("pub".to_owned()),
-            Just("public".to_owned()),
-            Just("..".to_owned()),
-            Just(".".to_owned()),
-            Just("%2e%2E".to_owned()),
-            Just("%2e".to_owned()),
-            Just("%2f".to_owned()),
-            Just("%5c".to_owned()),
-            Just("%70ub".to_owned()),
-            Just("secret".to_owned()),
-            Just(String::new()),
-            "[a-z%.]{1,4}",
-        ]
-    }
-
-    proptest! {
-        /// Whatever the client writes, a request routed to `/pub/*` reaches
-        /// the backend under `/base/public/`, with no dot-segment a backend
-        /// could resolve upwards.
-        #[test]
-        fn no_request_leaves_its_route_prefix(
-            segments in proptest::collection::vec(proptest::collection::vec(piece(), 1..3), 0..7),
-            query in proptest::option::of("[a-z=&.%/]{0,8}"),
-        ) {
-            let config = config();
-            let mut path = String::new();
-            for segment in &segments {
-                path.push('/');
-                path.push_str(&segment.concat());
-            }
-            if path.is_empty() {
-                path.push('/');
-            }
-            let Ok(normal) = target::normalize(&path, false) else {
-                return Ok(());
-            };
-            let route = router::find(&config.routes, &http::Method::GET, None, &normal)
-                .expect("the catch-all matches every normalised path");
-            let target = match &query {
-                Some(q) => format!("{normal}?{q}"),
-                None => normal.to_string(),
-            };
-            let Ok(client) = target.parse::<Uri>() else {
-                return Ok(());
-            };
-            let uri = backend_uri(&route.backend, route, &client).expect("a rewritable path");
-            let sent = uri.path();
-            prop_assert!(sent.starts_with("/base/"), "{path} -> {sent}");
-            if &*route.name == "pub" {
-                prop_assert!(
-                    sent == "/base/public/" || sent.starts_with("/base/public/"),
-                    "{path} -> {sent}"
-                );
-            }
-            for segment in sent.split('/') {
-                prop_assert!(segment != ".." && segment != ".", "{path} -> {sent}");
-                prop_assert!(!segment.eq_ignore_ascii_case("%2e%2e"), "{path} -> {sent}");
-            }
-            prop_assert_eq!(uri.query(), query.as_deref());
-        }
-    }
 }

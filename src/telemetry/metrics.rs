@@ -107,70 +107,72 @@ impl Metrics {
             evictions_seen: AtomicU64::new(0),
             registry: Registry::default(),
         };
-        registry.register(
-            "requests",
-            "Requests by route and outcome",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to answer, by route and outcome",
-            metrics.request_duration.clone(),
-        );
-        registry.register(
-            "requests_held",
-            "Facade requests held now, by route",
-            metrics.held.clone(),
-        );
-        registry.register(
-            "jobs",
-            "Job events by route: submitted, succeeded, failed, timed_out, canceled, latched, replayed",
-            metrics.jobs.clone(),
-        );
-        registry.register(
-            "polls",
-            "Status polls sent, by route",
-            metrics.polls.clone(),
-        );
-        registry.register(
-            "poll_errors",
-            "Status polls that failed transiently, by route and kind",
-            metrics.poll_errors.clone(),
-        );
-        registry.register(
-            "completion_delay_seconds",
-            "Time from the first status saying done to the answer, by route",
-            metrics.completion_delay.clone(),
-        );
-        registry.register(
-            "backend_call_duration_seconds",
-            "Time to a backend's response head, by backend",
-            metrics.backend_duration.clone(),
-        );
-        registry.register(
-            "backend_errors",
-            "Backend calls that failed, by backend and kind",
-            metrics.backend_errors.clone(),
-        );
-        registry.register(
-            "idempotency_records",
-            "Idempotency records held",
-            metrics.idempotency_records.clone(),
-        );
-        registry.register(
-            "idempotency_evictions",
-            "Stored answers evicted to stay within the memory bound",
-            metrics.idempotency_evictions.clone(),
-        );
-        registry.register(
-            "config_reloads",
-            "Configuration reloads by result",
-            metrics.reloads.clone(),
-        );
+        metrics.register(&mut registry);
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Names and explains every series, in the order `/metrics` lists
+    /// them.
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "requests",
+            "Requests by route and outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to answer, by route and outcome",
+            self.request_duration.clone(),
+        );
+        registry.register(
+            "requests_held",
+            "Facade requests held now, by route",
+            self.held.clone(),
+        );
+        registry.register(
+            "jobs",
+            "Job events by route: submitted, succeeded, failed, timed_out, canceled, latched, replayed",
+            self.jobs.clone(),
+        );
+        registry.register("polls", "Status polls sent, by route", self.polls.clone());
+        registry.register(
+            "poll_errors",
+            "Status polls that failed transiently, by route and kind",
+            self.poll_errors.clone(),
+        );
+        registry.register(
+            "completion_delay_seconds",
+            "Time from the first status saying done to the answer, by route",
+            self.completion_delay.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Time to a backend's response head, by backend",
+            self.backend_duration.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Backend calls that failed, by backend and kind",
+            self.backend_errors.clone(),
+        );
+        registry.register(
+            "idempotency_records",
+            "Idempotency records held",
+            self.idempotency_records.clone(),
+        );
+        registry.register(
+            "idempotency_evictions",
+            "Stored answers evicted to stay within the memory bound",
+            self.idempotency_evictions.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            self.reloads.clone(),
+        );
     }
 
     pub fn job(&self, route: &str, event: &str) {
