@@ -64,10 +64,6 @@ pub enum StartError {
     Random(#[from] facade::continuation::NoRandomness),
 }
 
-/// How long the admin and callback listeners get to finish their requests
-/// once the client listener has drained.
-const LISTENER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The sockets Baton serves: client traffic and, optionally, admin and
 /// job API callbacks.
 pub struct Listeners {
@@ -189,19 +185,7 @@ impl Baton {
             phase,
         )
         .await;
-        listening.send_replace(edge::connection::Phase::Draining);
-        let mut others: Vec<_> = admin.into_iter().chain(callbacks).collect();
-        let finished = futures_util::future::join_all(others.iter_mut());
-        // Their requests are short; what is still open after a moment is cut.
-        if tokio::time::timeout(LISTENER_MARGIN, finished)
-            .await
-            .is_err()
-        {
-            listening.send_replace(edge::connection::Phase::Cut);
-            for task in &others {
-                task.abort();
-            }
-        }
+        edge::server::close_side_listeners(listening, admin.into_iter().chain(callbacks)).await;
         result
     }
 }

@@ -1,6 +1,6 @@
-//! The fault matrix of DESIGN.md §9: every stage of a job conversation ×
+//! The fault matrix: every stage of a job conversation ×
 //! every way a backend can fail there × every event around the failure,
-//! with the invariants of §8 asserted in every cell:
+//! with the invariants of ARCHITECTURE.md asserted in every cell:
 //!
 //! 1. **Status line in time**: the client gets a status line, never a bare
 //!    close, no later than its deadline + 1 s (on SIGTERM: the end of the

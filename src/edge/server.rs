@@ -118,6 +118,29 @@ where
     Ok(())
 }
 
+/// Closes the listeners of Baton's own (admin, callbacks) once the client
+/// listener has drained: until then probes read `/readyz` and held
+/// requests may still be called back. Their requests are short; what is
+/// still open a moment later is cut.
+pub async fn close_side_listeners(
+    listening: watch::Sender<Phase>,
+    listeners: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+) {
+    listening.send_replace(Phase::Draining);
+    let mut listeners: Vec<_> = listeners.into_iter().collect();
+    let finished = futures_util::future::join_all(listeners.iter_mut());
+    if tokio::time::timeout(SIDE_MARGIN, finished).await.is_err() {
+        listening.send_replace(Phase::Cut);
+        for task in &listeners {
+            task.abort();
+        }
+    }
+}
+
+/// How long the admin and callback listeners get to finish their requests
+/// once the client listener has drained.
+const SIDE_MARGIN: Duration = Duration::from_secs(1);
+
 /// Time held requests get, after the grace period, to write their 503.
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 

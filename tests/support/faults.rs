@@ -1,4 +1,4 @@
-//! A job API with one fault: dialect A of DESIGN.md §3 ("Location + 303")
+//! A job API with one fault: the `location-303` preset's dialect (202 + `Location`, then 303)
 //! served from raw bytes, so a test can break exactly one stage of the job
 //! conversation in exactly one way, and heal it at run time so that a
 //! retry meets a healthy backend.

@@ -1,5 +1,5 @@
 //! A scriptable fake job API: one server speaking one of the backend dialects
-//! of DESIGN.md §3 (A–E plus a `Custom` shape no preset matches), so the
+//! of the README's preset table (A–E plus a `Custom` shape no preset matches), so the
 //! async-route tests drive Baton against real HTTP on 127.0.0.1:0.
 //!
 //! This module owns the fake's wire formats, the per-job state machine
@@ -75,7 +75,7 @@ impl Default for Script {
     }
 }
 
-/// The conventions of DESIGN.md §3; `Custom` is deliberately unlike any preset.
+/// The conventions of the presets (README, "Job APIs"); `Custom` is deliberately unlike any preset.
 #[derive(Clone, Debug)]
 pub enum Dialect {
     Location303,
