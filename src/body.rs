@@ -24,7 +24,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Why a client's body could not be read; the error module gives each its
 /// status.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("request body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("the request body stalled: nothing arrived for {0:?}")]
@@ -58,7 +58,7 @@ where
 /// A request body that fails with [`TooLarge`] once more than `limit`
 /// bytes have streamed through it, so an oversized chunked upload is cut
 /// off without being held.
-pub fn limited<B>(body: B, limit: u64) -> Body
+pub(crate) fn limited<B>(body: B, limit: u64) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -78,24 +78,24 @@ where
 /// The body went over its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("body exceeds the limit of {limit} bytes")]
-pub struct TooLarge {
-    pub limit: u64,
+pub(crate) struct TooLarge {
+    pub(crate) limit: u64,
 }
 
 /// A body stopped arriving: nothing came for `timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("no body bytes arrived for {timeout:?}")]
-pub struct Stalled {
-    pub timeout: Duration,
+pub(crate) struct Stalled {
+    pub(crate) timeout: Duration,
     /// The client's request body (a 408), rather than a backend's answer.
-    pub from_client: bool,
+    pub(crate) from_client: bool,
 }
 
 /// A body that fails with [`Stalled`] when no frame arrives within
 /// `timeout` of the previous one (or of the first poll): a peer that
 /// trickles or stops must not hold a connection, a buffer and a backend
 /// call open for as long as it likes.
-pub struct IdleTimeout<B> {
+pub(crate) struct IdleTimeout<B> {
     inner: B,
     timeout: Duration,
     from_client: bool,
@@ -109,7 +109,7 @@ pub struct IdleTimeout<B> {
 }
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, timeout: Duration, from_client: bool) -> Self {
+    pub(crate) fn new(inner: B, timeout: Duration, from_client: bool) -> Self {
         IdleTimeout {
             inner,
             timeout,
@@ -164,7 +164,7 @@ where
 
 /// A body whose first frame was read ahead (to learn, before a response
 /// head goes out, that the body is not broken), then the rest.
-pub struct Prefetched<B> {
+pub(crate) struct Prefetched<B> {
     first: Option<Frame<Bytes>>,
     rest: B,
 }
@@ -209,7 +209,7 @@ where
 /// Reads `body`'s first frame, so that a body that fails (or stalls, when
 /// `body` has an idle timeout) before its first byte is known before the
 /// response head is sent; an error here can still become an answer.
-pub async fn prefetch<B>(mut body: B) -> Result<Prefetched<B>, BoxError>
+pub(crate) async fn prefetch<B>(mut body: B) -> Result<Prefetched<B>, BoxError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -234,21 +234,21 @@ where
 }
 
 /// How a client's request body is read.
-pub struct Reading {
+pub(crate) struct Reading {
     /// More is a 413.
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// Bodies up to this size are read whole before the backend is
     /// called; larger ones stream.
-    pub buffer: u64,
+    pub(crate) buffer: u64,
     /// Longest pause between two pieces of the body.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// Reads a whole request body of at most `limit` bytes, within `idle`
 /// between pieces and, when given, by `deadline` (the instant, and the
 /// whole time it allowed). The one collector every path uses, with one
 /// mapping of its failures to the client's answer.
-pub async fn collect<B>(
+pub(crate) async fn collect<B>(
     body: B,
     reading: &Reading,
     deadline: Option<(Instant, Duration)>,
@@ -275,7 +275,7 @@ where
 }
 
 /// What a failed client body means for the client's answer.
-pub fn failure(err: BoxError, limit: u64) -> BodyError {
+pub(crate) fn failure(err: BoxError, limit: u64) -> BodyError {
     if err.is::<http_body_util::LengthLimitError>() || err.is::<TooLarge>() {
         return BodyError::TooLarge { limit };
     }
@@ -289,7 +289,7 @@ pub fn failure(err: BoxError, limit: u64) -> BodyError {
 /// (and the shared `budget` has room), so that a body the client abandons,
 /// stalls or overflows reaches the backend as nothing at all; otherwise
 /// streamed behind the limit and the idle timeout.
-pub async fn request<B>(
+pub(crate) async fn request<B>(
     body: B,
     declared: Option<u64>,
     reading: &Reading,
@@ -381,7 +381,7 @@ fn buffered(
 }
 
 /// Chunks read ahead, as the frames of a body again.
-pub fn frames(
+pub(crate) fn frames(
     chunks: Vec<Bytes>,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
     futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Frame::data(c))))

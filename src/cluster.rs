@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
@@ -23,12 +22,12 @@ use crate::sync::lock;
 /// 503: Redis on the same network answers in a millisecond.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     conn: ConnectionManager,
     namespace: String,
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// Identifies this instance as the holder of leases.
-    pub instance: String,
+    pub(crate) instance: String,
     waiters: Arc<Waiters>,
 }
 
@@ -42,7 +41,7 @@ struct Waiters {
 }
 
 /// Interest in one channel; dropping it withdraws the interest.
-pub struct Watch {
+pub(crate) struct Watch {
     waiters: Arc<Waiters>,
     channel: String,
     changes: watch::Receiver<u64>,
@@ -50,7 +49,7 @@ pub struct Watch {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cluster Redis at {url} is unreachable: {source}")]
-pub struct ClusterError {
+pub(crate) struct ClusterError {
     url: String,
     #[source]
     source: redis::RedisError,
@@ -58,7 +57,7 @@ pub struct ClusterError {
 
 impl Cluster {
     /// Connects, checks that Redis answers, and starts the subscription.
-    pub async fn connect(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+    pub(crate) async fn connect(config: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
         let fail = |source| ClusterError {
             url: config.redis.clone(),
             source,
@@ -112,34 +111,24 @@ impl Cluster {
     }
 
     /// A key in this deployment's namespace.
-    pub fn key(&self, kind: &str, id: &str) -> String {
+    pub(crate) fn key(&self, kind: &str, id: &str) -> String {
         format!("{}:{kind}:{id}", self.namespace)
     }
 
     /// The channel on which changes to `key` are announced.
-    pub fn channel(&self, key: &str) -> String {
+    pub(crate) fn channel(&self, key: &str) -> String {
         format!("{}:events:{key}", self.namespace)
     }
 
     /// A connection handle for commands (cheap to clone; reconnects).
-    pub fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
     /// Starts watching `channel`; watch before reading the state, so a
     /// change between the read and the wait is not missed.
-    pub fn watch(&self, channel: String) -> Watch {
+    pub(crate) fn watch(&self, channel: String) -> Watch {
         Waiters::watch(&self.waiters, channel)
-    }
-
-    /// Tells every instance watching `channel` that something changed.
-    pub async fn announce(&self, channel: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let _: i64 = conn
-            .publish(channel, "changed")
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 }
 
@@ -180,7 +169,7 @@ impl Waiters {
 impl Watch {
     /// Waits for a change on the channel since the last look (which may
     /// have happened already), or `recheck` at the latest.
-    pub async fn changed(&mut self, recheck: Duration) {
+    pub(crate) async fn changed(&mut self, recheck: Duration) {
         let _ = tokio::time::timeout(recheck, self.changes.changed()).await;
     }
 }
@@ -200,10 +189,10 @@ impl Drop for Watch {
 /// The shared store could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]
 #[error("the shared store is unavailable: {0}")]
-pub struct StoreError(pub String);
+pub(crate) struct StoreError(pub(crate) String);
 
 /// Any Redis failure, as the store reports it.
-pub fn unavailable(e: redis::RedisError) -> StoreError {
+pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError(e.to_string())
 }
 

@@ -17,7 +17,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::body::{self, Body};
 
 use crate::body::BodyError;
-pub use crate::body::BoxError;
+pub(crate) use crate::body::BoxError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +132,9 @@ pub enum BackendError {
 /// Which job a failure is about, as the client may see it.
 #[derive(Debug, Clone, Default)]
 pub struct JobRef {
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// The status monitor, as a path through Baton where it can be.
-    pub status_url: Option<String>,
+    pub(crate) status_url: Option<String>,
 }
 
 impl JobRef {
@@ -201,7 +201,7 @@ fn summary(error: &Option<serde_json::Value>) -> String {
 
 impl BackendError {
     /// The kind of failure, as a metric label.
-    pub fn slug(&self) -> &'static str {
+    pub(crate) fn slug(&self) -> &'static str {
         match self {
             BackendError::Refused(_) => "refused",
             BackendError::ConnectTimeout(_) => "connect_timeout",
@@ -217,7 +217,7 @@ impl BackendError {
 
     /// What went wrong, as a class the client may read: no backend names,
     /// addresses or library error chains (those go to the log).
-    pub fn class(&self) -> String {
+    pub(crate) fn class(&self) -> String {
         match self {
             BackendError::Refused(_) => "the backend refused the connection".to_owned(),
             BackendError::ConnectTimeout(after) => {
@@ -241,14 +241,14 @@ impl BackendError {
 }
 
 impl Error {
-    pub fn job(job: &JobRef, kind: JobError) -> Self {
+    pub(crate) fn job(job: &JobRef, kind: JobError) -> Self {
         Error::Job {
             job: job.clone(),
             kind,
         }
     }
 
-    pub fn backend(backend: &str, kind: BackendError) -> Self {
+    pub(crate) fn backend(backend: &str, kind: BackendError) -> Self {
         Error::Backend {
             backend: backend.to_owned(),
             kind,
@@ -256,7 +256,7 @@ impl Error {
     }
 
     /// The status this failure answers with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Error::Client(c) => match c {
                 ClientError::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -295,7 +295,7 @@ impl Error {
 
     /// A short stable identifier of the failure, used in the problem `type`
     /// URI and as the outcome in logs.
-    pub fn slug(&self) -> &'static str {
+    pub(crate) fn slug(&self) -> &'static str {
         match self {
             Error::Client(c) => match c {
                 ClientError::NoRoute { .. } => "no-route",
@@ -377,7 +377,7 @@ impl Error {
     }
 
     /// The one mapping from a failure to what the client receives.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
         let mut problem = serde_json::json!({
             "type": format!("urn:baton:problem:{}", self.slug()),
@@ -435,7 +435,7 @@ impl Error {
 
     /// The message and every distinct cause below it, for humans. Internal
     /// errors keep their detail out of the answer: it belongs in the log.
-    pub fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             Error::Internal(_) => "Baton hit an internal error; see its log".to_owned(),
             Error::Backend { kind, .. }
@@ -453,7 +453,7 @@ impl Error {
     /// Whether the client's connection should close after this answer: a
     /// backend or Baton failed mid-exchange, and a client that reuses the
     /// connection should start afresh rather than trust its state.
-    pub fn closes_connection(&self) -> bool {
+    pub(crate) fn closes_connection(&self) -> bool {
         matches!(
             self,
             Error::Backend { .. }
@@ -469,7 +469,7 @@ impl Error {
 
 /// Renders an error and its sources as `a: b: c`, skipping a source whose
 /// text its parent already contains (wrappers often repeat their cause).
-pub fn chain(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -32,11 +32,11 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     HeaderName::from_static("http2-settings"),
 ];
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Fields that proxies and load balancers set and backends act on: the
 /// client's address, the original URL or prefix (which some frameworks
@@ -64,7 +64,7 @@ const OWN: [HeaderName; 2] = [X_REQUEST_ID, HeaderName::from_static("traceparent
 /// for as long as a request is held (its id, a credential for the polls)
 /// would keep that 8 KiB buffer from being reused, and hyper would read
 /// on into a fresh one.
-pub fn detached(value: &HeaderValue) -> HeaderValue {
+pub(crate) fn detached(value: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
 }
 
@@ -101,7 +101,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The protocol a request asks to upgrade to (`websocket`), if it asks.
 /// Only HTTP/1.1 can upgrade, and only when `Connection` lists `upgrade`.
-pub fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
     if version != Version::HTTP_11 {
         return None;
     }
@@ -120,7 +120,7 @@ pub fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderV
 
 /// Whether every protocol an `Upgrade` value lists (`websocket`,
 /// `h2c, websocket`, `foo/2`) is one the route allows.
-pub fn upgrade_allowed(protocol: &HeaderValue, allowed: &[String]) -> bool {
+pub(crate) fn upgrade_allowed(protocol: &HeaderValue, allowed: &[String]) -> bool {
     let Ok(text) = protocol.to_str() else {
         return false;
     };
@@ -137,7 +137,7 @@ pub fn upgrade_allowed(protocol: &HeaderValue, allowed: &[String]) -> bool {
 }
 
 /// Restores the two fields an upgrade needs after hygiene removed them.
-pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+pub(crate) fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
 }
@@ -238,7 +238,7 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
 /// Bytes the request line and header fields take on the wire, as a client
 /// sent them (name, `: `, value, CRLF), to enforce the header size limit
 /// for HTTP/1 and HTTP/2 alike.
-pub fn header_size(method_len: usize, target_len: usize, headers: &HeaderMap) -> usize {
+pub(crate) fn header_size(method_len: usize, target_len: usize, headers: &HeaderMap) -> usize {
     headers
         .iter()
         .fold(method_len + target_len + 12, |sum, (name, value)| {
@@ -256,13 +256,13 @@ const SECRET: [HeaderName; 4] = [
 
 /// Headers for a log line: names kept, the values of credentials (and of
 /// the configured secret headers) replaced.
-pub struct Redacted<'a> {
+pub(crate) struct Redacted<'a> {
     headers: &'a HeaderMap,
     secret: &'a [HeaderName],
 }
 
 impl<'a> Redacted<'a> {
-    pub fn new(headers: &'a HeaderMap, secret: &'a [HeaderName]) -> Self {
+    pub(crate) fn new(headers: &'a HeaderMap, secret: &'a [HeaderName]) -> Self {
         Redacted { headers, secret }
     }
 }

@@ -24,17 +24,17 @@ use crate::store::{memory::MemoryStore, redis::RedisStore, Store};
 use crate::telemetry::metrics::Metrics;
 
 /// One configuration and everything built from it.
-pub struct Generation {
-    pub config: Arc<Config>,
-    pub upstreams: Upstreams,
+pub(crate) struct Generation {
+    pub(crate) config: Arc<Config>,
+    pub(crate) upstreams: Upstreams,
     /// Held-request gauges of the routes that limit them, by route name.
-    pub route_held: HashMap<Arc<str>, Arc<Gauge>>,
+    pub(crate) route_held: HashMap<Arc<str>, Arc<Gauge>>,
     /// Learned job lengths of the async routes, by route name.
-    pub timings: HashMap<Arc<str>, Arc<Timing>>,
+    pub(crate) timings: HashMap<Arc<str>, Arc<Timing>>,
 }
 
 impl Generation {
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         previous: Option<&Generation>,
         metrics: &Arc<Metrics>,
@@ -78,30 +78,31 @@ impl Generation {
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Process-wide state shared by every connection.
-pub struct State {
+pub(crate) struct State {
     current: ArcSwap<Generation>,
     /// Facade requests held now, against `[server] max_held`.
-    pub held: Arc<Gauge>,
+    pub(crate) held: Arc<Gauge>,
     /// Turns true when the grace period ends: held requests answer now.
     drain: watch::Sender<bool>,
     /// Upgraded connections (WebSocket and the like), for the drain.
-    pub tunnels: tokio_util::task::TaskTracker,
+    pub(crate) tunnels: tokio_util::task::TaskTracker,
     /// Memory buffered request bodies share, in KiB (`[server]
     /// request_buffer_memory`; read at start).
-    pub buffer_budget: Arc<tokio::sync::Semaphore>,
-    pub idempotency: Arc<dyn Store>,
-    /// Present when instances share state through Redis.
-    pub cluster: Option<Arc<Cluster>>,
+    pub(crate) buffer_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) idempotency: Arc<dyn Store>,
     /// Callbacks awaited, here and (with a cluster) anywhere.
-    pub callbacks: Arc<Callbacks>,
-    pub continuation: Continuation,
-    pub metrics: Arc<Metrics>,
+    pub(crate) callbacks: Arc<Callbacks>,
+    pub(crate) continuation: Continuation,
+    pub(crate) metrics: Arc<Metrics>,
     /// Event-loop threads, fixed at start (`[server] threads`).
-    pub lanes: usize,
+    pub(crate) lanes: usize,
 }
 
 impl State {
-    pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Result<Self, crate::StartError> {
+    pub(crate) fn new(
+        config: Config,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Self, crate::StartError> {
         let server = config.server.clone();
         let metrics = Arc::new(Metrics::new());
         let lanes = server.threads;
@@ -124,8 +125,7 @@ impl State {
                     store
                 }
             },
-            callbacks: Arc::new(Callbacks::new(cluster.clone())),
-            cluster,
+            callbacks: Arc::new(Callbacks::new(cluster)),
             continuation: {
                 let previous: Vec<&[u8]> =
                     server.continuation_keys.iter().map(|k| &k[..]).collect();
@@ -140,13 +140,13 @@ impl State {
     }
 
     /// The generation a new request runs under.
-    pub fn current(&self) -> Arc<Generation> {
+    pub(crate) fn current(&self) -> Arc<Generation> {
         self.current.load_full()
     }
 
     /// Replaces the configuration for new requests. Settings of the
     /// listener itself (addresses, connection limits) need a restart.
-    pub fn reload(&self, mut config: Config) -> Result<(), TrustError> {
+    pub(crate) fn reload(&self, mut config: Config) -> Result<(), TrustError> {
         let previous = self.current();
         let kept = keep_restart_only(&previous.config, &mut config);
         if !kept.is_empty() {
@@ -165,11 +165,11 @@ impl State {
     }
 
     /// Tells held requests to answer now (the grace period is over).
-    pub fn drain_now(&self) {
+    pub(crate) fn drain_now(&self) {
         self.drain.send_replace(true);
     }
 
-    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn drain_signal(&self) -> watch::Receiver<bool> {
         self.drain.subscribe()
     }
 }
@@ -215,13 +215,13 @@ fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
 }
 
 /// A count of requests held, with its limit.
-pub struct Gauge {
+pub(crate) struct Gauge {
     now: AtomicUsize,
     limit: AtomicUsize,
 }
 
 impl Gauge {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Gauge {
             now: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
@@ -232,12 +232,8 @@ impl Gauge {
         self.limit.store(limit, Ordering::Relaxed);
     }
 
-    pub fn now(&self) -> usize {
-        self.now.load(Ordering::Relaxed)
-    }
-
     /// Counts one more held request, unless the limit is reached.
-    pub fn enter(self: &Arc<Self>) -> Option<Held> {
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<Held> {
         let limit = self.limit.load(Ordering::Relaxed);
         self.now
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -249,7 +245,7 @@ impl Gauge {
 }
 
 /// One held request; dropping it releases its place.
-pub struct Held(Arc<Gauge>);
+pub(crate) struct Held(Arc<Gauge>);
 
 impl Drop for Held {
     fn drop(&mut self) {

@@ -61,7 +61,7 @@ pub fn normalize(path: &str, allow_encoded_slash: bool) -> Result<Cow<'_, str>, 
 
 /// Whether a normalised path carries an encoded separator (`%2F`, `%5C`)
 /// or a raw backslash.
-pub fn has_encoded_slash(path: &str) -> bool {
+pub(crate) fn has_encoded_slash(path: &str) -> bool {
     path.contains('\\') || encoded_separators(path).next().is_some()
 }
 

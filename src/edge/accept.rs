@@ -36,7 +36,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Accepts on `listener` until `stop` resolves, at most `max_connections`
 /// open at once; each accepted connection goes to `serve` with the place it
 /// holds, which it releases by dropping.
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: &TcpListener,
     max_connections: usize,
     stop: impl Future<Output = ()>,
@@ -93,7 +93,7 @@ fn out_of_resources(e: &std::io::Error) -> bool {
 /// each connection, with its header timeout and idle close. When `phase`
 /// leaves serving, the listener closes and open connections finish what
 /// they have in flight; at [`Phase::Cut`] they close.
-pub async fn serve_each<M, S>(
+pub(crate) async fn serve_each<M, S>(
     listener: TcpListener,
     settings: Arc<Settings>,
     max_connections: usize,

@@ -25,12 +25,12 @@ thread_local! {
 }
 
 /// The lane this thread serves; 0 outside the lanes' own threads.
-pub fn current() -> usize {
+pub(crate) fn current() -> usize {
     LANE.with(Cell::get)
 }
 
 /// The lanes beyond the caller's runtime.
-pub struct Lanes {
+pub(crate) struct Lanes {
     /// Lanes 1.. (lane 0 is the caller's runtime).
     others: Vec<Lane>,
     next: AtomicUsize,
@@ -44,7 +44,7 @@ struct Lane {
 
 impl Lanes {
     /// Starts `count - 1` lane threads; the caller's runtime is lane 0.
-    pub fn start(count: usize) -> io::Result<Lanes> {
+    pub(crate) fn start(count: usize) -> io::Result<Lanes> {
         let mut others = Vec::with_capacity(count.saturating_sub(1));
         for index in 1..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -73,7 +73,7 @@ impl Lanes {
     }
 
     /// Runs `serve(stream)` on the next lane, round robin.
-    pub fn spawn<F, Fut>(&self, stream: TcpStream, serve: F)
+    pub(crate) fn spawn<F, Fut>(&self, stream: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -107,7 +107,7 @@ impl Lanes {
     }
 
     /// Stops the lane threads once serving is over, and waits for them.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let threads: Vec<_> = self
             .others
             .iter_mut()

@@ -3,7 +3,7 @@
 //! connection's HTTP, and the drain at shutdown. Nothing here knows what a
 //! route is: the edge serves whatever service it is given.
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod connection;
-pub mod lanes;
-pub mod server;
+pub(crate) mod lanes;
+pub(crate) mod server;

@@ -39,7 +39,7 @@ use crate::edge::lanes::Lanes;
 ///
 /// `service` makes each connection's service, given its peer; `drain` is
 /// what the process does while it drains.
-pub async fn serve<M, S>(
+pub(crate) async fn serve<M, S>(
     listener: TcpListener,
     server: &ServerConfig,
     service: M,
@@ -122,7 +122,7 @@ where
 /// listener has drained: until then probes read `/readyz` and held
 /// requests may still be called back. Their requests are short; what is
 /// still open a moment later is cut.
-pub async fn close_side_listeners(
+pub(crate) async fn close_side_listeners(
     listening: watch::Sender<Phase>,
     listeners: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
 ) {
@@ -145,7 +145,7 @@ const SIDE_MARGIN: Duration = Duration::from_secs(1);
 const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// What the process does while the edge drains.
-pub trait Drain {
+pub(crate) trait Drain {
     /// The grace period in force now (a reload may have changed it).
     fn grace(&self) -> Duration;
     /// Upgraded tunnels, which get the grace period as requests do.

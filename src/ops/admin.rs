@@ -23,7 +23,7 @@ const MAX_CONNECTIONS: usize = 256;
 /// Serves health endpoints until `listening` leaves serving (after the
 /// client listener has drained). `ready` leaving [`Phase::Serving`] turns
 /// `/readyz` to 503 the moment shutdown begins.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     ready: watch::Receiver<Phase>,
     listening: watch::Receiver<Phase>,

@@ -1,6 +1,6 @@
 //! Running Baton: the admin listener (metrics, health, readiness), process
 //! signals (drain, reload) and `baton demo`.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod demo;
 pub mod signals;

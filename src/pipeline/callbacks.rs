@@ -22,7 +22,7 @@ use crate::state::State;
 /// Serves the callback listener until `listening` leaves serving (after the
 /// client listener has drained: held requests may wait for callbacks to
 /// the end of the grace period).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     listening: watch::Receiver<Phase>,
     settings: Arc<Settings>,

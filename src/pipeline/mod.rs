@@ -12,7 +12,7 @@
 //!
 //! [`callbacks`] is the callback listener's own, smaller service.
 
-pub mod callbacks;
+pub(crate) mod callbacks;
 mod correlate;
 mod exchange;
 mod guard;
@@ -50,7 +50,7 @@ pub(crate) struct Answer {
 }
 
 /// The service of one client connection from `peer`.
-pub fn service(
+pub(crate) fn service(
     state: &Arc<State>,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<

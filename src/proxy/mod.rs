@@ -9,8 +9,8 @@
 //! `Upgrade` (WebSocket and friends) becomes a byte tunnel once the backend
 //! agrees with a `101`.
 
-pub mod rewrite;
-pub mod upstream;
+pub(crate) mod rewrite;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,25 +29,25 @@ use crate::headers;
 use crate::proxy::upstream::Upstream;
 
 /// What the proxy needs to know about the request beyond the request.
-pub struct Forward<'a> {
-    pub route: &'a Route,
-    pub upstream: &'a Upstream,
-    pub peer: SocketAddr,
+pub(crate) struct Forward<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) upstream: &'a Upstream,
+    pub(crate) peer: SocketAddr,
     /// The peer is a trusted proxy: its forwarding fields are kept.
-    pub trusted_peer: bool,
+    pub(crate) trusted_peer: bool,
     /// How the client's body is read: limit, buffering, idle timeout.
-    pub reading: body::Reading,
+    pub(crate) reading: body::Reading,
     /// Memory that buffered request bodies share.
-    pub buffer_budget: &'a Arc<Semaphore>,
+    pub(crate) buffer_budget: &'a Arc<Semaphore>,
     /// Turns true when the grace period ends: upgraded tunnels close then.
-    pub drain: tokio::sync::watch::Receiver<bool>,
+    pub(crate) drain: tokio::sync::watch::Receiver<bool>,
     /// Where tunnels run: they outlive the HTTP connection that the drain
     /// tracks, so the drain waits for these too.
-    pub tunnels: &'a tokio_util::task::TaskTracker,
+    pub(crate) tunnels: &'a tokio_util::task::TaskTracker,
 }
 
 impl Forward<'_> {
-    pub fn max_request_body(&self) -> u64 {
+    pub(crate) fn max_request_body(&self) -> u64 {
         self.reading.limit
     }
 }
@@ -55,7 +55,10 @@ impl Forward<'_> {
 /// Forwards `request` and relays the answer. A request whose answer has
 /// not started when the grace period ends gets a 503, not a connection cut
 /// without a status line.
-pub async fn forward(cx: Forward<'_>, request: Request<Incoming>) -> Result<Response<Body>, Error> {
+pub(crate) async fn forward(
+    cx: Forward<'_>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
     let mut drain = cx.drain.clone();
     tokio::select! {
         biased;
@@ -107,7 +110,7 @@ async fn exchange(
 /// target URL, hygienic headers, forwarding fields and `Host`. The body
 /// is already read or limited ([`body::request`]). Also the first step of
 /// a facade's submit.
-pub fn prepare(cx: &Forward<'_>, request: Request<Body>) -> Result<Request<Body>, Error> {
+pub(crate) fn prepare(cx: &Forward<'_>, request: Request<Body>) -> Result<Request<Body>, Error> {
     let backend = &cx.upstream.config;
     let (mut parts, body) = request.into_parts();
     // The service has checked Host and made it agree with an absolute-form
@@ -136,7 +139,7 @@ pub fn prepare(cx: &Forward<'_>, request: Request<Body>) -> Result<Request<Body>
 /// hop-by-hop fields out, `Via` in. A `Content-Length` beside a
 /// `Transfer-Encoding` is removed (RFC 9112 §6.3): the body was framed by
 /// the transfer coding, and the stale length would cut it short.
-pub fn finish<B>(mut response: Response<B>) -> Response<Body>
+pub(crate) fn finish<B>(mut response: Response<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::error::BoxError>,
@@ -157,7 +160,7 @@ where
 /// than a connection closed without a status line (which some clients
 /// answer by sending a POST again). Event streams are passed on at once:
 /// their clients wait for the head, and the first event may be far off.
-pub async fn relay<B>(
+pub(crate) async fn relay<B>(
     response: Response<B>,
     backend: &BackendConfig,
 ) -> Result<Response<Body>, Error>
@@ -231,7 +234,7 @@ fn tunnel(
     Ok(Response::from_parts(parts, body::empty()))
 }
 
-pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)?
         .to_str()

@@ -12,7 +12,11 @@ use crate::error::{ClientError, Error};
 
 /// The backend URL for a client's request target: the backend's base path,
 /// then the route's rewrite of the client's path, then the query as sent.
-pub fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Result<Uri, Error> {
+pub(crate) fn backend_uri(
+    backend: &BackendConfig,
+    route: &Route,
+    client: &Uri,
+) -> Result<Uri, Error> {
     let mut path = client.path();
     if let Some(prefix) = &route.strip_prefix {
         if let Some(rest) = path.strip_prefix(prefix.as_str()) {
@@ -53,7 +57,7 @@ pub fn backend_uri(backend: &BackendConfig, route: &Route, client: &Uri) -> Resu
 /// The client's path for a URL on the backend's origin: the inverse of
 /// [`backend_uri`]. The backend's base path comes off, then the route's
 /// added prefix is swapped back for the stripped one, then the query.
-pub fn client_path(backend: &BackendConfig, route: &Route, url: &Url) -> String {
+pub(crate) fn client_path(backend: &BackendConfig, route: &Route, url: &Url) -> String {
     let mut path = url.path();
     if let Some(rest) = path.strip_prefix(backend.base_path.as_str()) {
         if rest.starts_with('/') {

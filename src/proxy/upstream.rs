@@ -29,8 +29,8 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// A backend and the client that reaches it.
 #[derive(Clone)]
-pub struct Upstream {
-    pub config: Arc<BackendConfig>,
+pub(crate) struct Upstream {
+    pub(crate) config: Arc<BackendConfig>,
     client: HttpClient,
     metrics: Arc<Metrics>,
     /// This backend's call-duration histogram, looked up once rather than
@@ -38,17 +38,17 @@ pub struct Upstream {
     duration: Histogram,
     /// `Host` for requests that do not keep the client's, made once; `None`
     /// only if the authority could not be a header value.
-    pub host: Option<HeaderValue>,
+    pub(crate) host: Option<HeaderValue>,
     /// Where this backend's URLs point, for the origin checks of the job
     /// calls; made once rather than per request.
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 /// Upstreams by backend name, built once per config: one per lane, so
 /// each lane keeps its own pool of backend connections (see
 /// [`crate::edge::lanes`]).
 #[derive(Clone, Default)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     by_name: HashMap<String, Vec<Upstream>>,
 }
 
@@ -61,7 +61,11 @@ pub struct TrustError {
 }
 
 impl Upstreams {
-    pub fn new(config: &Config, metrics: &Arc<Metrics>, lanes: usize) -> Result<Self, TrustError> {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        lanes: usize,
+    ) -> Result<Self, TrustError> {
         let mut system_roots = None;
         let mut by_name = HashMap::with_capacity(config.backends.len());
         for backend in &config.backends {
@@ -105,7 +109,7 @@ impl Upstreams {
     }
 
     /// The backend's upstream for the lane this runs on.
-    pub fn get(&self, backend: &str) -> Option<&Upstream> {
+    pub(crate) fn get(&self, backend: &str) -> Option<&Upstream> {
         let lanes = self.by_name.get(backend)?;
         lanes.get(crate::edge::lanes::current() % lanes.len().max(1))
     }
@@ -162,13 +166,13 @@ fn build_client(backend: &BackendConfig, roots: Arc<RootCertStore>) -> HttpClien
 impl Upstream {
     /// Sends `request` and waits for the response head, at most the
     /// backend's response timeout. The body then streams on its own time.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Error> {
+    pub(crate) async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Error> {
         self.send_within(request, self.config.response_timeout)
             .await
     }
 
     /// [`send`](Self::send) with its own limit on the wait for the head.
-    pub async fn send_within(
+    pub(crate) async fn send_within(
         &self,
         request: Request<Body>,
         timeout: std::time::Duration,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Begin, BoxFuture, Fingerprint, Store, StoreResult, Stored, Ticket};
 
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Mutex<Inner>,
     /// Bytes of stored answers allowed before the oldest are evicted.
     limit: usize,
@@ -57,7 +57,7 @@ enum Signal {
 }
 
 impl MemoryStore {
-    pub fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64) -> Self {
         MemoryStore {
             inner: Mutex::default(),
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -71,7 +71,7 @@ impl MemoryStore {
     /// Drops expired records every `every`, for as long as the store lives
     /// (as mini-redis purges expired keys): without it a record would go
     /// only when its own key came back, and distinct keys would pile up.
-    pub fn sweep_every(self: &Arc<Self>, every: Duration) {
+    pub(crate) fn sweep_every(self: &Arc<Self>, every: Duration) {
         let store = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
@@ -85,9 +85,12 @@ impl MemoryStore {
             }
         });
     }
+}
 
+#[cfg(test)]
+impl MemoryStore {
     /// Bytes of stored answers held now.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         self.lock().bytes
     }
 }

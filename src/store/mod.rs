@@ -12,8 +12,8 @@
 //! The [`Store`] trait is the seam between this logic and where records
 //! live: [`memory`] for one instance, a shared store for many.
 
-pub mod memory;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,11 +26,11 @@ use ring::digest;
 
 use serde::{Deserialize, Serialize};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A final answer kept for replay.
 #[derive(Debug)]
-pub enum Stored {
+pub(crate) enum Stored {
     Answer {
         status: StatusCode,
         headers: HeaderMap,
@@ -42,7 +42,7 @@ pub enum Stored {
 
 impl Stored {
     /// Bytes this record holds, for the store's memory bound.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         match self {
             Stored::Answer { headers, body, .. } => {
                 body.len()
@@ -58,10 +58,10 @@ impl Stored {
 
 /// Identifies the request a key was first used with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint([u8; 32]);
+pub(crate) struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    pub fn of(method: &Method, target: &str, body: &[u8]) -> Self {
+    pub(crate) fn of(method: &Method, target: &str, body: &[u8]) -> Self {
         let body_digest = digest::digest(&digest::SHA256, body);
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(method.as_str().as_bytes());
@@ -87,7 +87,7 @@ pub fn scoped_key(route: &str, scope: Option<&[u8]>, key: &[u8]) -> String {
 }
 
 /// What a request with a key should do.
-pub enum Begin {
+pub(crate) enum Begin {
     /// First with this key: submit and follow; report back to the store.
     Lead,
     /// The job exists and nobody follows it: follow it (no new submit).
@@ -101,7 +101,7 @@ pub enum Begin {
     Mismatch,
 }
 
-pub use crate::cluster::StoreError;
+pub(crate) use crate::cluster::StoreError;
 
 /// An accepted job, as a store keeps it for retries and a continuation
 /// token seals it for a client that comes back.
@@ -123,10 +123,10 @@ pub struct Ticket {
     pub callback: Option<String>,
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// Where idempotency records live.
-pub trait Store: Send + Sync {
+pub(crate) trait Store: Send + Sync {
     /// Claims `key` for a request with `fingerprint`, or says what to do.
     fn begin(
         &self,
@@ -147,9 +147,6 @@ pub trait Store: Send + Sync {
     fn release(&self, key: &str) -> BoxFuture<'_, StoreResult<()>>;
     /// Records held now.
     fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     /// Finished records dropped early to stay within the memory bound.
     fn evictions(&self) -> u64;
 }

@@ -30,7 +30,7 @@ use super::{Begin, BoxFuture, Fingerprint, Store, StoreError, StoreResult, Store
 use crate::cluster::{unavailable, Cluster};
 use crate::sync::lock;
 
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     cluster: Arc<Cluster>,
     /// The keys this instance leads: the fingerprint it claimed each with,
     /// and the task renewing its lease.
@@ -163,7 +163,7 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
 });
 
 impl RedisStore {
-    pub fn new(cluster: Arc<Cluster>) -> Self {
+    pub(crate) fn new(cluster: Arc<Cluster>) -> Self {
         RedisStore {
             cluster,
             leading: Mutex::default(),

@@ -6,11 +6,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::headers::{detached, X_REQUEST_ID};
 
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The client's `X-Request-Id` when it is a sane token, else a fresh one;
 /// either way it is set on `headers` so every backend call carries it.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     let sane = |v: &HeaderValue| {
         (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
     };
@@ -27,7 +27,7 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 
 /// Continues the client's trace when it sent a valid `traceparent`, else
 /// starts one; the value is set on `headers` for the backend calls.
-pub fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn traceparent(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(value) = headers
         .get(&TRACEPARENT)
         .filter(|v| valid_traceparent(v.as_bytes()))

@@ -18,43 +18,43 @@ use prometheus_client::registry::Registry;
 /// Labels of every request: shared and static text, so counting a
 /// request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteOutcome {
-    pub route: Arc<str>,
-    pub outcome: &'static str,
+pub(crate) struct RouteOutcome {
+    pub(crate) route: Arc<str>,
+    pub(crate) outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    pub route: String,
+pub(crate) struct RouteLabel {
+    pub(crate) route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct JobEvent {
-    pub route: String,
+pub(crate) struct JobEvent {
+    pub(crate) route: String,
     /// submitted, succeeded, failed, timed_out, canceled, latched, replayed.
-    pub event: String,
+    pub(crate) event: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteKind {
-    pub route: String,
-    pub kind: String,
+pub(crate) struct RouteKind {
+    pub(crate) route: String,
+    pub(crate) kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabel {
-    pub backend: String,
+pub(crate) struct BackendLabel {
+    pub(crate) backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendKind {
-    pub backend: String,
-    pub kind: String,
+pub(crate) struct BackendKind {
+    pub(crate) backend: String,
+    pub(crate) kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReloadResult {
-    pub result: String,
+pub(crate) struct ReloadResult {
+    pub(crate) result: String,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -64,18 +64,18 @@ fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub requests: Family<RouteOutcome, Counter>,
-    pub request_duration: Histograms<RouteOutcome>,
-    pub held: Family<RouteLabel, Gauge>,
-    pub jobs: Family<JobEvent, Counter>,
-    pub polls: Family<RouteLabel, Counter>,
-    pub poll_errors: Family<RouteKind, Counter>,
-    pub completion_delay: Histograms<RouteLabel>,
-    pub backend_duration: Histograms<BackendLabel>,
-    pub backend_errors: Family<BackendKind, Counter>,
-    pub reloads: Family<ReloadResult, Counter>,
+    pub(crate) requests: Family<RouteOutcome, Counter>,
+    pub(crate) request_duration: Histograms<RouteOutcome>,
+    pub(crate) held: Family<RouteLabel, Gauge>,
+    pub(crate) jobs: Family<JobEvent, Counter>,
+    pub(crate) polls: Family<RouteLabel, Counter>,
+    pub(crate) poll_errors: Family<RouteKind, Counter>,
+    pub(crate) completion_delay: Histograms<RouteLabel>,
+    pub(crate) backend_duration: Histograms<BackendLabel>,
+    pub(crate) backend_errors: Family<BackendKind, Counter>,
+    pub(crate) reloads: Family<ReloadResult, Counter>,
     idempotency_records: Gauge,
     idempotency_evictions: Counter,
     /// Evictions already added to the counter, read from the store.
@@ -89,7 +89,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("baton");
         let metrics = Metrics {
             requests: Family::default(),
@@ -175,7 +175,7 @@ impl Metrics {
         );
     }
 
-    pub fn job(&self, route: &str, event: &str) {
+    pub(crate) fn job(&self, route: &str, event: &str) {
         self.jobs
             .get_or_create(&JobEvent {
                 route: route.to_owned(),
@@ -184,7 +184,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads
             .get_or_create(&ReloadResult {
@@ -195,7 +195,7 @@ impl Metrics {
 
     /// The text exposition, with the idempotency store's figures (its
     /// records, and its evictions so far) read now.
-    pub fn render(&self, records: usize, evictions: u64) -> String {
+    pub(crate) fn render(&self, records: usize, evictions: u64) -> String {
         self.idempotency_records.set(records as i64);
         let seen = self.evictions_seen.swap(evictions, Ordering::AcqRel);
         self.idempotency_evictions
