@@ -22,14 +22,15 @@ pub mod router;
 mod server;
 pub mod template;
 
-pub use backend::BackendConfig;
-pub use cluster::ClusterConfig;
-pub use facade::{
-    AsyncRoute, Callback, CallbackCarrier, Cancel, Failure, Handle, HandleSource, Idempotency,
-    JobDetect, NotFound, OnTimeout, Origin, PollSchedule, ResultSource, StateReader, StateRules,
+pub(crate) use backend::BackendConfig;
+pub(crate) use cluster::ClusterConfig;
+pub use facade::{AsyncRoute, NotFound, StateReader, StateRules};
+pub(crate) use facade::{
+    Callback, CallbackCarrier, HandleSource, Idempotency, OnTimeout, Origin, PollSchedule,
+    ResultSource,
 };
-pub use route::Route;
-pub use server::ServerConfig;
+pub(crate) use route::Route;
+pub(crate) use server::ServerConfig;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

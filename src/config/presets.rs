@@ -12,7 +12,7 @@ use super::raw::{
 };
 
 /// Names and the dialect each one speaks (DESIGN.md §3).
-pub const PRESETS: [(&str, &str); 5] = [
+pub(crate) const PRESETS: [(&str, &str); 5] = [
     // A. Location + 303 (Azure Architecture Center async request-reply).
     (
         "location-303",
@@ -71,19 +71,19 @@ pub const PRESETS: [(&str, &str); 5] = [
 ];
 
 /// The preset's table, if `name` is one.
-pub fn lookup(name: &str) -> Option<RawAsync> {
+pub(crate) fn lookup(name: &str) -> Option<RawAsync> {
     let (_, text) = PRESETS.iter().find(|(n, _)| *n == name)?;
     // The preset texts are part of the program and covered by a test, so a
     // failure here is a bug in Baton, not in the user's file.
     Some(toml::from_str(text).expect("built-in presets parse"))
 }
 
-pub fn names() -> Vec<&'static str> {
+pub(crate) fn names() -> Vec<&'static str> {
     PRESETS.iter().map(|(n, _)| *n).collect()
 }
 
 /// The route's own keys over the preset's.
-pub fn merge(route: RawAsync, preset: RawAsync) -> RawAsync {
+pub(crate) fn merge(route: RawAsync, preset: RawAsync) -> RawAsync {
     RawAsync {
         preset: route.preset,
         wait: route.wait.or(preset.wait),

@@ -29,7 +29,7 @@ enum Segment {
 impl PathPattern {
     /// Parses `/orders`, `/api/*` or `/orders/{id}`; the error says what is
     /// wrong in words a config author can act on.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
         let Some(rest) = pattern.strip_prefix('/') else {
             return Err(format!("path pattern {pattern:?} must start with `/`"));
         };
@@ -121,7 +121,7 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
         let lower = pattern.to_ascii_lowercase();
         let (wild, name) = match lower.strip_prefix("*.") {
             Some(name) => (true, name),

@@ -33,7 +33,7 @@ pub struct Vars<'a> {
 impl Template {
     /// Parses a template; `named` lists the named values this kind of
     /// template may use (a handle template has no status URL yet).
-    pub fn parse(text: &str, named: &[&str]) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str, named: &[&str]) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -71,21 +71,21 @@ impl Template {
     }
 
     /// `{status_url}`: the monitor itself.
-    pub fn status_url() -> Template {
+    pub(crate) fn status_url() -> Template {
         Template {
             parts: vec![Part::StatusUrl],
         }
     }
 
     /// Whether the template reads the JSON body.
-    pub fn needs_body(&self) -> bool {
+    pub(crate) fn needs_body(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Pointer(_)))
     }
 
     /// Whether every pointer the template reads has a value in `body`:
     /// false means the body is not the kind this template describes, as
     /// opposed to one whose values are unfit for a URL.
-    pub fn has_values(&self, body: Option<&Value>) -> bool {
+    pub(crate) fn has_values(&self, body: Option<&Value>) -> bool {
         self.parts.iter().all(|part| match part {
             Part::Pointer(pointer) => body
                 .and_then(|b| b.pointer(pointer))
@@ -96,7 +96,7 @@ impl Template {
 
     /// Fills the template. The error names the placeholder that could not
     /// be filled and why.
-    pub fn render(&self, body: Option<&Value>, vars: Vars<'_>) -> Result<String, String> {
+    pub(crate) fn render(&self, body: Option<&Value>, vars: Vars<'_>) -> Result<String, String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {

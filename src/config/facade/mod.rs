@@ -17,13 +17,13 @@ mod result;
 mod state;
 mod values;
 
-pub use callback::{Callback, CallbackCarrier};
-pub use cancel::Cancel;
-pub use handle::{Handle, HandleSource, JobDetect};
-pub use idempotency::Idempotency;
-pub use origin::Origin;
-pub use poll::PollSchedule;
-pub use result::{Failure, ResultSource};
+pub(crate) use callback::{Callback, CallbackCarrier};
+pub(crate) use cancel::Cancel;
+pub(crate) use handle::{Handle, HandleSource, JobDetect};
+pub(crate) use idempotency::Idempotency;
+pub(crate) use origin::Origin;
+pub(crate) use poll::PollSchedule;
+pub(crate) use result::{Failure, ResultSource};
 pub use state::{NotFound, StateReader, StateRules};
 
 use std::ops::Range;
@@ -88,21 +88,21 @@ pub mod defaults {
     //! Facade defaults, in one place for `config/example.toml`.
     use std::time::Duration;
 
-    pub const WAIT: Duration = Duration::from_secs(30);
-    pub const MAX_STATUS_BODY: u64 = 1024 * 1024;
-    pub const MAX_RESULT_BODY: u64 = 64 * 1024 * 1024;
-    pub const MAX_HOPS: usize = 5;
-    pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-    pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-    pub const MAX_STORED_BODY: u64 = 1024 * 1024;
-    pub const CALLBACK_HEADER: &str = "x-callback-url";
-    pub const SIGNATURE_HEADER: &str = "x-baton-signature";
-    pub const STATUS_HEADER: &str = "x-callback-status";
-    pub const CALLBACK_POLL: Duration = Duration::from_secs(30);
-    pub const JOB_STATUSES: [u16; 1] = [202];
-    pub const RUNNING_STATUSES: [u16; 1] = [202];
-    pub const REDIRECT_STATUSES: [u16; 2] = [302, 303];
-    pub const RUNNING: [&str; 9] = [
+    pub(crate) const WAIT: Duration = Duration::from_secs(30);
+    pub(crate) const MAX_STATUS_BODY: u64 = 1024 * 1024;
+    pub(crate) const MAX_RESULT_BODY: u64 = 64 * 1024 * 1024;
+    pub(crate) const MAX_HOPS: usize = 5;
+    pub(crate) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+    pub(crate) const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+    pub(crate) const MAX_STORED_BODY: u64 = 1024 * 1024;
+    pub(crate) const CALLBACK_HEADER: &str = "x-callback-url";
+    pub(crate) const SIGNATURE_HEADER: &str = "x-baton-signature";
+    pub(crate) const STATUS_HEADER: &str = "x-callback-status";
+    pub(crate) const CALLBACK_POLL: Duration = Duration::from_secs(30);
+    pub(crate) const JOB_STATUSES: [u16; 1] = [202];
+    pub(crate) const RUNNING_STATUSES: [u16; 1] = [202];
+    pub(crate) const REDIRECT_STATUSES: [u16; 2] = [302, 303];
+    pub(crate) const RUNNING: [&str; 9] = [
         "notstarted",
         "pending",
         "queued",
@@ -113,18 +113,19 @@ pub mod defaults {
         "inprogress",
         "retry",
     ];
-    pub const SUCCEEDED: [&str; 5] = ["succeeded", "success", "completed", "complete", "done"];
-    pub const FAILED: [&str; 3] = ["failed", "failure", "error"];
-    pub const CANCELED: [&str; 4] = ["canceled", "cancelled", "revoked", "terminated"];
-    pub const FAILURE_STATUS: u16 = 502;
-    pub const FAILURE_POINTERS: [&str; 2] = ["/error", "/message"];
-    pub const POLL_INITIAL: Duration = Duration::from_millis(100);
-    pub const POLL_FACTOR: f64 = 1.5;
-    pub const POLL_JITTER: f64 = 0.2;
-    pub const POLL_MIN: Duration = Duration::from_millis(50);
-    pub const POLL_MAX: Duration = Duration::from_secs(5);
-    pub const POLL_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const POLL_MAX_FAILURES: u32 = 5;
+    pub(crate) const SUCCEEDED: [&str; 5] =
+        ["succeeded", "success", "completed", "complete", "done"];
+    pub(crate) const FAILED: [&str; 3] = ["failed", "failure", "error"];
+    pub(crate) const CANCELED: [&str; 4] = ["canceled", "cancelled", "revoked", "terminated"];
+    pub(crate) const FAILURE_STATUS: u16 = 502;
+    pub(crate) const FAILURE_POINTERS: [&str; 2] = ["/error", "/message"];
+    pub(crate) const POLL_INITIAL: Duration = Duration::from_millis(100);
+    pub(crate) const POLL_FACTOR: f64 = 1.5;
+    pub(crate) const POLL_JITTER: f64 = 0.2;
+    pub(crate) const POLL_MIN: Duration = Duration::from_millis(50);
+    pub(crate) const POLL_MAX: Duration = Duration::from_secs(5);
+    pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const POLL_MAX_FAILURES: u32 = 5;
 }
 
 /// Headers that carry the client's identity: they follow the job only on

@@ -13,7 +13,7 @@ pub struct Origin {
 }
 
 impl Origin {
-    pub fn of(scheme: &Scheme, authority: &Authority) -> Origin {
+    pub(crate) fn of(scheme: &Scheme, authority: &Authority) -> Origin {
         let port = authority
             .port_u16()
             .unwrap_or(if *scheme == Scheme::HTTPS { 443 } else { 80 });
@@ -22,10 +22,6 @@ impl Origin {
             host: authority.host().to_ascii_lowercase(),
             port,
         }
-    }
-
-    pub fn of_uri(uri: &Uri) -> Option<Origin> {
-        Some(Origin::of(uri.scheme()?, uri.authority()?))
     }
 }
 
