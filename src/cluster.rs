@@ -49,7 +49,7 @@ pub(crate) struct Watch {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cluster Redis at {url} is unreachable: {source}")]
-pub(crate) struct ClusterError {
+pub struct ClusterError {
     url: String,
     #[source]
     source: redis::RedisError,
@@ -189,7 +189,7 @@ impl Drop for Watch {
 /// The shared store could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]
 #[error("the shared store is unavailable: {0}")]
-pub(crate) struct StoreError(pub(crate) String);
+pub struct StoreError(pub(crate) String);
 
 /// Any Redis failure, as the store reports it.
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {

@@ -1,47 +1,43 @@
 //! Baton: a sync-facade reverse proxy.
 //!
-//! A request travels through the crate in this order:
+//! ARCHITECTURE.md is the map: the flow, the layer stack and why each
+//! layer sits where it does, the invariants, where to change what. In the
+//! order a request travels:
 //!
-//! - [`server`] accepts connections (through the one accept loop every
-//!   listener runs, [`accept`]) and drains on shutdown ([`shutdown`]
-//!   turns signals into that future, and SIGHUP into a reload), handing
-//!   each connection to one of the [`lanes`] (a thread per core), where
-//!   [`connection`] serves it (HTTP/1.x or h2c, header read timeout,
-//!   graceful close);
-//! - [`service`] gives the request its [`correlation`] ids, loads the
-//!   current configuration generation from [`state`], checks limits and
-//!   `Host`, makes the path canonical with [`target`], asks [`router`] for
-//!   the route and runs it;
-//! - a pass-through route goes to [`proxy`], which forwards with [`headers`]
-//!   hygiene over the pooled clients of [`upstream`], streaming [`body`];
-//! - an async route goes to [`job`]: the sync facade that submits, follows
-//!   the job and answers with its result — through [`idempotency`] when the
-//!   request carries a key;
-//! - any failure is an [`error::Error`], which becomes the client's
-//!   problem+json answer in exactly one place.
+//! - [`edge`] accepts connections (one accept loop for every listener),
+//!   runs each on a lane (a thread per core), serves HTTP/1 or h2c, and
+//!   drains at shutdown;
+//! - [`pipeline`] is the request's path as tower layers: correlation,
+//!   the guard (limits, host, canonical path), routing;
+//! - [`proxy`] forwards a pass-through request over the upstream pools,
+//!   with the path rewrite (both ways) and [`headers`] hygiene;
+//! - [`facade`] turns an async route's request into the whole job
+//!   conversation, behind its idempotency latch, keeping records in
+//!   [`store`] (and, across instances, [`cluster`]);
+//! - [`error`] is every failure by blame and the one mapping to an answer.
 //!
-//! [`config`] is the validated configuration everything reads; [`metrics`]
-//! counts what happens; [`admin`] serves metrics and health on its own
-//! listener; [`demo`] is `baton demo`; [`hex`] and [`sync`] are the two
-//! small helpers the rest share.
+//! Beside the path: [`config`] (raw TOML to validated types), [`state`]
+//! (what lives as long as the process), [`telemetry`] (correlation ids,
+//! metrics), [`ops`] (admin, signals, demo), and the small shared pieces
+//! [`body`], [`target`] and [`sync`].
 
 #![forbid(unsafe_code)]
 
 pub mod body;
-pub mod cluster;
+mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;
 pub mod facade;
 pub mod headers;
 pub mod ops;
-pub mod pipeline;
-pub mod proxy;
-pub mod state;
+mod pipeline;
+mod proxy;
+mod state;
 pub mod store;
-pub mod sync;
+mod sync;
 pub mod target;
-pub mod telemetry;
+mod telemetry;
 
 use std::future::Future;
 use std::io;
@@ -50,6 +46,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use cluster::ClusterError;
 pub use config::{Config, ConfigError};
 pub use proxy::upstream::TrustError;
 

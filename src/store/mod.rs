@@ -101,7 +101,7 @@ pub(crate) enum Begin {
     Mismatch,
 }
 
-pub(crate) use crate::cluster::StoreError;
+pub use crate::cluster::StoreError;
 
 /// An accepted job, as a store keeps it for retries and a continuation
 /// token seals it for a client that comes back.
