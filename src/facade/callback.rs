@@ -127,7 +127,7 @@ impl Callbacks {
         self.random
             .fill(&mut bytes)
             .map_err(|_| StoreError("no system randomness for a callback token".to_owned()))?;
-        let token = hex::encode(&bytes);
+        let token = hex::encode(bytes);
         if let Some(cluster) = &self.cluster {
             let pending = serde_json::to_string(&Pending {
                 route: route.to_owned(),
