@@ -26,7 +26,7 @@ pub(crate) use backend::BackendConfig;
 pub(crate) use cluster::ClusterConfig;
 pub use facade::{AsyncRoute, NotFound, StateReader, StateRules};
 pub(crate) use facade::{
-    Callback, CallbackCarrier, HandleSource, Idempotency, OnTimeout, Origin, PollSchedule,
+    Callback, CallbackCarrier, Handle, HandleSource, Idempotency, OnTimeout, Origin, PollSchedule,
     ResultSource,
 };
 pub(crate) use route::Route;

@@ -69,20 +69,7 @@ pub fn follow<'a>(
 ) -> impl std::future::Future<Output = Followed> + 'a {
     async move {
         let facade = calls.facade;
-        // Built per poll rather than kept: a held request sleeps far more
-        // than it polls.
-        let route = || calls.route.name.to_string();
-        let learn = pace.learn.filter(|_| facade.poll.adaptive);
-        let plan = learn.and_then(|(timing, _)| timing.plan());
-        let mut schedule = Schedule::new(&facade.poll)
-            .with_floor(pace.floor)
-            .with_plan(
-                plan,
-                learn.map_or_else(Instant::now, |(_, started)| started),
-            );
-        // What a job with a Retry-After takes says nothing about its peers'
-        // natural length: learn only from jobs polled on Baton's own schedule.
-        let mut learning = learn.filter(|_| matches!(pace.first, FirstPoll::After(None)));
+        let (mut schedule, mut learning) = schedule_for(calls, pace);
         let mut last_running = std::time::Duration::ZERO;
         let mut delay = match pace.first {
             FirstPoll::After(retry_after) => schedule.next(retry_after),
@@ -103,10 +90,7 @@ pub fn follow<'a>(
                 return Followed::Cut(Cut::Deadline);
             }
             *polls += 1;
-            metrics
-                .polls
-                .get_or_create(&RouteLabel { route: route() })
-                .inc();
+            metrics.polls.get_or_create(&route_label(calls)).inc();
             // Boxed: a held request's state machine is as large as its
             // largest await, and it spends its life asleep between polls,
             // not in one.
@@ -123,7 +107,7 @@ pub fn follow<'a>(
                     asked: None,
                 }),
             };
-            let Transient { kind, cause, asked } = match polled {
+            let transient = match polled {
                 Polled::Running { retry_after } => {
                     failures = 0;
                     if retry_after.is_some() {
@@ -143,24 +127,71 @@ pub fn follow<'a>(
                 }
                 Polled::Transient(transient) => transient,
             };
-            metrics
-                .poll_errors
-                .get_or_create(&RouteKind {
-                    route: route(),
-                    kind: kind.to_owned(),
-                })
-                .inc();
             failures += 1;
-            tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
-            if failures >= facade.poll.max_failures {
-                return Followed::Failed(Box::new(calls.fail(JobError::PollFailed {
-                    attempts: failures,
-                    cause,
-                })));
+            let asked = transient.asked;
+            if let Some(failed) = count_failure(calls, metrics, transient, failures) {
+                return failed;
             }
             delay = schedule.next(asked);
         }
     }
+}
+
+/// The job's schedule, and what its polls may teach the route's timing
+/// (`None`: nothing).
+fn schedule_for<'a>(
+    calls: &JobCalls<'a>,
+    pace: Pace<'a>,
+) -> (Schedule<'a>, Option<(&'a Timing, Instant)>) {
+    let facade = calls.facade;
+    let learn = pace.learn.filter(|_| facade.poll.adaptive);
+    let plan = learn.and_then(|(timing, _)| timing.plan());
+    let schedule = Schedule::new(&facade.poll)
+        .with_floor(pace.floor)
+        .with_plan(
+            plan,
+            learn.map_or_else(Instant::now, |(_, started)| started),
+        );
+    // What a job with a Retry-After takes says nothing about its peers'
+    // natural length: learn only from jobs polled on Baton's own schedule.
+    let learning = learn.filter(|_| matches!(pace.first, FirstPoll::After(None)));
+    (schedule, learning)
+}
+
+/// The route's metric label. Built per poll rather than kept: a held
+/// request sleeps far more than it polls.
+fn route_label(calls: &JobCalls<'_>) -> RouteLabel {
+    RouteLabel {
+        route: calls.route.name.to_string(),
+    }
+}
+
+/// Counts the `failures`th transient failure in a row; gives up on the
+/// job (`Some`) once the route's `max_failures` are reached.
+fn count_failure(
+    calls: &JobCalls<'_>,
+    metrics: &Metrics,
+    transient: Transient,
+    failures: u32,
+) -> Option<Followed> {
+    let Transient { kind, cause, .. } = transient;
+    metrics
+        .poll_errors
+        .get_or_create(&RouteKind {
+            route: calls.route.name.to_string(),
+            kind: kind.to_owned(),
+        })
+        .inc();
+    tracing::debug!(job = ?calls.job.id, failures, %cause, "status call failed");
+    if failures < calls.facade.poll.max_failures {
+        return None;
+    }
+    Some(Followed::Failed(Box::new(calls.fail(
+        JobError::PollFailed {
+            attempts: failures,
+            cause,
+        },
+    ))))
 }
 
 /// What one poll learned, short of an end of the job.

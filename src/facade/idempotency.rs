@@ -66,34 +66,48 @@ pub struct Leader {
     bound: Bound,
 }
 
+/// The request's idempotency key, and where its route keeps answers.
+pub(crate) struct Keyed<'k> {
+    pub(crate) config: &'k Idempotency,
+    pub(crate) store: &'k Arc<dyn Store>,
+    /// The key as the client sent it: [`run`] scopes it.
+    pub(crate) key: HeaderValue,
+}
+
+/// The caller's side of the request: when it started, and the slots it
+/// reads after [`run`]'s future is gone (so they are borrowed, not owned).
+pub(crate) struct Caller<'s> {
+    pub(crate) started: Instant,
+    /// Headers for the client's answer, whichever way it ends.
+    pub(crate) extra: &'s mut HeaderMap,
+    /// Set when this request leads; the caller hands it the final answer
+    /// with [`Leader::finish`].
+    pub(crate) leader: &'s mut Option<Box<Leader>>,
+    /// How a request that did not lead got its answer, for the log.
+    pub(crate) role: &'s mut Option<&'static str>,
+}
+
 /// Runs an async route for a request carrying an idempotency key. On
-/// return, `leader` is set when this request led; the caller hands it the
-/// final answer with [`Leader::finish`].
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+/// return, `caller.leader` is set when this request led; the caller hands
+/// it the final answer with [`Leader::finish`].
+pub(crate) async fn run(
     cx: Forward<'_>,
     facade: &AsyncRoute,
-    config: &Idempotency,
-    store: &Arc<dyn Store>,
+    keyed: Keyed<'_>,
     request: Request<Bytes>,
-    key: HeaderValue,
-    started: Instant,
     env: JobEnv<'_>,
-    extra: &mut HeaderMap,
-    leader: &mut Option<Box<Leader>>,
-    role: &mut Option<&'static str>,
+    caller: Caller<'_>,
 ) -> Result<Response<Body>, Error> {
-    let scope = config
-        .scope_header
-        .as_ref()
-        .and_then(|h| request.headers().get(h))
-        .map(|v| v.as_bytes().to_vec());
-    let key = scoped_key(&cx.route.name, scope.as_deref(), key.as_bytes());
-    // The fingerprint needs the whole body, which facade requests have
-    // read before they took their place.
+    let Keyed { config, store, key } = keyed;
+    let Caller {
+        started,
+        extra,
+        leader,
+        role,
+    } = caller;
+    let key = scoped(&cx.route.name, config, request.headers(), &key);
     let (parts, bytes) = request.into_parts();
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let fingerprint = Fingerprint::of(&parts.method, target, &bytes);
+    let fingerprint = fingerprint_of(&parts, &bytes);
     let (_, hold) = facade::hold(facade, &parts.headers, extra);
     let mut bound = Bound::new(started + hold, env.drain.clone());
 
@@ -115,15 +129,7 @@ pub async fn run(
                 }
                 // The leader let go; one of those waiting takes over.
                 Ok(None) => continue,
-                Err(Cut::Deadline) => {
-                    return Err(Error::job(&JobRef::default(), JobError::Timeout(hold)));
-                }
-                Err(Cut::Drained) => {
-                    return Err(Error::job(
-                        &JobRef::default(),
-                        JobError::Drained { monitor: None },
-                    ));
-                }
+                Err(cut) => return Err(waited_out(cut, hold)),
             },
             Begin::Lead => {
                 let lead = leader.insert(Box::new(Leader::new(store, key.clone(), config, bound)));
@@ -161,6 +167,35 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The key as the store knows it: the route's, within the client's scope
+/// (`scope_header`) where the route has one.
+fn scoped(route: &str, config: &Idempotency, headers: &HeaderMap, key: &HeaderValue) -> String {
+    let scope = config
+        .scope_header
+        .as_ref()
+        .and_then(|h| headers.get(h))
+        .map(|v| v.as_bytes().to_vec());
+    scoped_key(route, scope.as_deref(), key.as_bytes())
+}
+
+/// What tells a retry from another request under the same key: method,
+/// target and the whole body (which facade requests have read before they
+/// took their place).
+fn fingerprint_of(parts: &http::request::Parts, bytes: &[u8]) -> Fingerprint {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    Fingerprint::of(&parts.method, target, bytes)
+}
+
+/// The answer of a request whose hold ended while it waited for the
+/// leader: it has no job of its own, so no monitor to give.
+fn waited_out(cut: Cut, hold: std::time::Duration) -> Error {
+    let kind = match cut {
+        Cut::Deadline => JobError::Timeout(hold),
+        Cut::Drained => JobError::Drained { monitor: None },
+    };
+    Error::job(&JobRef::default(), kind)
 }
 
 fn replay(stored: &Stored) -> Result<Response<Body>, Error> {

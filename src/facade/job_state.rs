@@ -121,7 +121,18 @@ pub fn read(
             "the status monitor answered {status}"
         )));
     }
-    match &rules.reader {
+    read_body(&rules.reader, failure_pointers, answer, retry_after)
+}
+
+/// Reads a success's body as the route's reader says: the status alone
+/// means done, or a state field or a done flag tells.
+fn read_body(
+    reader: &StateReader,
+    failure_pointers: &[String],
+    answer: &mut StatusAnswer,
+    retry_after: Option<Duration>,
+) -> Result<JobState, JobError> {
+    match reader {
         StateReader::Status => Ok(JobState::Succeeded {
             result: Done::InBody,
         }),
@@ -162,28 +173,46 @@ pub fn read(
         StateReader::Done {
             pointer,
             error_pointer,
-        } => match answer.lookup(pointer)? {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => {
-                Ok(JobState::Running { retry_after })
-            }
-            Some(Value::Bool(true)) => {
-                let error = match error_pointer {
-                    Some(p) => answer.lookup(p)?.filter(|e| !e.is_null()),
-                    None => None,
-                };
-                Ok(match error {
-                    Some(_) => JobState::Failed {
-                        problem: first_present(answer.json()?, failure_pointers),
-                    },
-                    None => JobState::Succeeded {
-                        result: Done::InBody,
-                    },
-                })
-            }
-            Some(other) => Err(JobError::BadAnswer(format!(
-                "the done flag at {pointer} is not a boolean: {other}"
-            ))),
-        },
+        } => read_done_flag(
+            answer,
+            pointer,
+            error_pointer.as_deref(),
+            failure_pointers,
+            retry_after,
+        ),
+    }
+}
+
+/// A done flag: false or absent is running; true is done, failed if the
+/// error pointer has a value.
+fn read_done_flag(
+    answer: &mut StatusAnswer,
+    pointer: &str,
+    error_pointer: Option<&str>,
+    failure_pointers: &[String],
+    retry_after: Option<Duration>,
+) -> Result<JobState, JobError> {
+    match answer.lookup(pointer)? {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {
+            Ok(JobState::Running { retry_after })
+        }
+        Some(Value::Bool(true)) => {
+            let error = match error_pointer {
+                Some(p) => answer.lookup(p)?.filter(|e| !e.is_null()),
+                None => None,
+            };
+            Ok(match error {
+                Some(_) => JobState::Failed {
+                    problem: first_present(answer.json()?, failure_pointers),
+                },
+                None => JobState::Succeeded {
+                    result: Done::InBody,
+                },
+            })
+        }
+        Some(other) => Err(JobError::BadAnswer(format!(
+            "the done flag at {pointer} is not a boolean: {other}"
+        ))),
     }
 }
 

@@ -2,23 +2,28 @@
 //! conversation, in the order of DESIGN.md's flow:
 //!
 //! 1. submit — the client's request goes to the job API as a pass-through
-//!    would send it, plus the route's submit headers ([`handle`]);
+//!    would send it, plus the route's submit headers ([`handle`]; the
+//!    submit itself is in `send.rs`);
 //! 2. accept — [`submit`] decides whether the answer is a job and finds
 //!    its monitor;
 //! 3. follow — [`follow`] polls on the [`schedule`] until [`dialect`] reads
 //!    a final state or the deadline comes;
 //! 4. fetch — [`fetch`] gets the result, from the status or by GET;
 //! 5. answer — the result, or an [`Error`] the service turns into
-//!    problem+json.
+//!    problem+json; `answer.rs` builds the answers that are not the job's
+//!    result (a hold that ended first, a callback, `respond-async`).
 //!
 //! [`call`] holds what every call after the submit shares: origin policy,
 //! credentials, correlation. [`bound`] holds the request's one deadline
-//! and the drain, which every backend call runs within.
+//! and the drain, which every backend call runs within. `cancel.rs`
+//! cancels a job the request stops following, where the route says so.
 
 pub mod adaptive;
+mod answer;
 pub mod bound;
 pub mod call;
 pub mod callback;
+mod cancel;
 pub mod continuation;
 pub mod fetch;
 pub mod follow;
@@ -26,36 +31,38 @@ pub mod idempotency;
 pub mod job_state;
 pub mod prefer;
 pub mod schedule;
+mod send;
 pub mod submit;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use tokio::sync::watch;
 use tokio::time::Instant;
+use url::Url;
 
-use crate::body::{self, Body};
-use crate::config::{AsyncRoute, Callback, CallbackCarrier, HandleSource, OnTimeout};
-use crate::error::{ClientError, Error, JobError, JobRef};
-use crate::proxy::upstream::Upstream;
-use crate::proxy::{self, Forward};
+use crate::body::Body;
+use crate::config::AsyncRoute;
+use crate::error::{Error, JobError, JobRef};
+use crate::proxy::Forward;
 use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, RouteLabel};
 use adaptive::Timing;
+use answer::{called_back, is_outcome, stopped};
 use bound::{Bound, Cut};
 use call::JobCalls;
 use callback::{Callbacks, Delivery, Registration};
+use cancel::CancelGuard;
 use continuation::{Continuation, Ticket};
 use follow::{FirstPoll, Followed, Pace};
-use futures_util::future::Either;
 use prefer::{Prefer, PREFERENCE_APPLIED};
-use std::sync::Arc;
-use submit::{Job, Submitted};
-use tokio::sync::watch;
-use url::Url;
+use send::{submit_job, Accepted};
 
 /// What a facade request needs beyond its route.
 pub struct JobEnv<'a> {
@@ -180,98 +187,6 @@ pub fn handle<'a>(
     }
 }
 
-/// What the submit led to.
-enum Accepted {
-    /// The answer for the client already: not a job, or `respond-async`.
-    Answer(Response<Body>),
-    /// A job to follow (boxed: it outlives the submit that found it).
-    Job(Box<Target>),
-}
-
-/// Sends the submit (with the callback URL, where the route takes one)
-/// and learns the job from its answer.
-async fn submit_job(
-    cx: &Forward<'_>,
-    calls: &mut JobCalls<'_>,
-    request: Box<Request<Body>>,
-    env: &JobEnv<'_>,
-    prefer: Prefer,
-    extra: &mut HeaderMap,
-    progress: &mut Progress,
-) -> Result<Accepted, Error> {
-    let facade = calls.facade;
-    let (registration, request) = match &facade.callback {
-        Some(callback) => {
-            let keep = (facade.max_wait + CALLBACK_SLACK).max(env.callback_keep);
-            let registration = env
-                .callbacks
-                .register(&cx.route.name, keep)
-                .await
-                .map_err(Error::Unavailable)?;
-            let url = format!(
-                "{}{}{}",
-                env.callback_base.unwrap_or_default(),
-                callback::PATH,
-                registration.token
-            );
-            let request = carry(callback, *request, &url, cx.max_request_body()).await?;
-            (Some(registration), request)
-        }
-        None => (None, *request),
-    };
-    let mut submit = proxy::prepare(cx, request)?;
-    for name in facade.submit_headers.keys() {
-        submit.headers_mut().remove(name);
-    }
-    for (name, value) in &facade.submit_headers {
-        submit.headers_mut().append(name, value.clone());
-    }
-    // Also the original URI, for results fetched by re-GETting it.
-    let submit_url = call::url_of(submit.uri())?;
-    progress.submit = Submission::Sent;
-    let submitted = Instant::now();
-    let response = cx.upstream.send(submit).await?;
-    let token = registration.as_ref().map(|r| r.token.as_str());
-    let job = match submit::accept(calls, response, &submit_url, token).await? {
-        Submitted::Answer(answer) => return Ok(Accepted::Answer(answer)),
-        Submitted::Job(job) => job,
-    };
-    // The progress keeps the job's one ticket, from the moment it exists:
-    // the idempotency layer and the log read it there, and a continuation
-    // monitor is made from it.
-    progress.submit = Submission::Accepted(Box::new(Ticket {
-        route: cx.route.name.to_string(),
-        status_url: job.status_url.to_string(),
-        job_id: job.id.clone(),
-        original: submit_url.to_string(),
-        callback: registration.as_ref().map(|r| r.token.clone()),
-    }));
-    tracing::Span::current().record("job_id", job.id.as_str());
-    if let (Some((store, key)), Submission::Accepted(ticket)) = (env.record, &progress.submit) {
-        if let Err(e) = store.submitted(key, Ticket::clone(ticket)).await {
-            tracing::warn!(error = %e, "could not record the accepted job for retries");
-        }
-    }
-    calls.job = JobRef {
-        id: Some(job.id.clone()),
-        status_url: Some(calls.public_url(&job.status_url)),
-    };
-    tracing::debug!(job = %job.id, status_url = %job.status_url, "job accepted");
-    if prefer.respond_async {
-        extra.insert(
-            PREFERENCE_APPLIED,
-            HeaderValue::from_static("respond-async"),
-        );
-        return Ok(Accepted::Answer(respond_async(calls, job)));
-    }
-    Ok(Accepted::Job(Box::new(Target {
-        status_url: job.status_url,
-        first_poll: FirstPoll::After(job.retry_after),
-        submitted: Some(submitted),
-        callback: registration,
-    })))
-}
-
 /// Follows a job that was submitted earlier (a continuation monitor, or an
 /// idempotent retry after its first attempt let go).
 ///
@@ -339,10 +254,6 @@ struct Target {
     callback: Option<Registration>,
 }
 
-/// How long a callback token outlives the longest hold: a job that calls
-/// back a little late still finds it.
-const CALLBACK_SLACK: Duration = Duration::from_secs(60);
-
 /// What ended the wait for a job.
 enum Ended {
     Followed(Followed),
@@ -361,48 +272,31 @@ fn follow_and_answer<'a>(
     progress: &'a mut Progress,
 ) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
     async move {
-        let facade = calls.facade;
         let cancel = CancelGuard::new(calls, &target)?;
-        let callback = facade.callback.as_ref();
-        // Polling runs unless the job answers by callback alone; then only the
-        // deadline and shutdown end the wait. Either future, not an async
-        // block choosing one: a held request sleeps in this, and a block
-        // would keep a reference to each of its inputs on top.
-        let polling = match callback {
-            Some(c) if !c.poll_too => Either::Left(wait_out(&mut bound)),
-            _ => Either::Right(follow::follow(
-                calls,
-                &target.status_url,
-                &mut bound,
-                Pace {
-                    first: target.first_poll,
-                    floor: callback.map(|c| c.poll_interval),
-                    learn: env.timing.zip(target.submitted),
-                },
-                env.metrics,
-                &mut progress.polls,
-            )),
-        };
+        let callback = calls.facade.callback.as_ref();
+        let polling = polling(
+            calls,
+            &target.status_url,
+            &mut bound,
+            Pace {
+                first: target.first_poll,
+                floor: callback.map(|c| c.poll_interval),
+                learn: env.timing.zip(target.submitted),
+            },
+            env.metrics,
+            &mut progress.polls,
+        );
         let followed = match target.callback.as_mut() {
             // Boxed, so routes without callbacks do not carry room for both.
-            Some(registration) => {
-                let ended = Box::pin(async {
-                    tokio::select! {
-                        delivery = registration.arrived() => Ended::CalledBack(delivery),
-                        followed = polling => Ended::Followed(followed),
-                    }
-                })
-                .await;
-                match ended {
-                    Ended::Followed(followed) => followed,
-                    Ended::CalledBack(delivery) => {
-                        cancel.disarm();
-                        progress.succeeded = true;
-                        progress.settled = true;
-                        return called_back(calls, callback, &delivery);
-                    }
+            Some(registration) => match Box::pin(first_to_end(registration, polling)).await {
+                Ended::Followed(followed) => followed,
+                Ended::CalledBack(delivery) => {
+                    cancel.disarm();
+                    progress.succeeded = true;
+                    progress.settled = true;
+                    return called_back(calls, callback, &delivery);
                 }
-            }
+            },
             None => polling.await,
         };
         match followed {
@@ -421,25 +315,11 @@ fn follow_and_answer<'a>(
                         progress.original(),
                     )))
                     .await;
-                env.metrics
-                    .completion_delay
-                    .get_or_create(&RouteLabel {
-                        route: calls.route.name.to_string(),
-                    })
-                    .observe(done_at.elapsed().as_secs_f64());
-                match fetched {
-                    Ok(Ok(answer)) => {
-                        // A result that says "not now" is no outcome: a retry
-                        // fetches it again.
-                        progress.settled = !transient(answer.status());
-                        Ok(answer)
-                    }
-                    Ok(Err(err)) => Err(err),
-                    Err(cut) => stopped(calls, env.continuation, hold, cut, progress),
-                }
+                observe_completion(env.metrics, calls, done_at);
+                fetched_answer(calls, fetched, env.continuation, hold, progress)
             }
             Followed::Cut(cut) => {
-                if cut == Cut::Deadline && facade.cancel.on_timeout {
+                if cut == Cut::Deadline && calls.facade.cancel.on_timeout {
                     cancel.fire();
                 } else {
                     cancel.disarm();
@@ -455,46 +335,72 @@ fn follow_and_answer<'a>(
     }
 }
 
-/// The answer of a request that stopped following its job before the job
-/// ended: the route's timeout answer at the deadline, a 503 at the end of
-/// shutdown's grace; with the continuation monitor where the route has one.
-fn stopped(
-    calls: &JobCalls<'_>,
-    continuation: &Continuation,
-    hold: Duration,
-    cut: Cut,
-    progress: &mut Progress,
-) -> Result<Response<Body>, Error> {
-    let on_timeout = calls.facade.on_timeout;
-    let monitor = match &progress.submit {
-        Submission::Accepted(ticket) => {
-            progress.job_goes_on = true;
-            (on_timeout != OnTimeout::GatewayTimeout).then(|| continuation.monitor(ticket))
-        }
-        _ => None,
-    };
-    match (cut, on_timeout, monitor) {
-        (Cut::Drained, _, monitor) => Err(calls.fail(JobError::Drained { monitor })),
-        (Cut::Deadline, OnTimeout::Accepted, Some(monitor)) => {
-            Ok(continue_at(calls, StatusCode::ACCEPTED, &monitor))
-        }
-        (Cut::Deadline, OnTimeout::Redirect, Some(monitor)) => {
-            Ok(continue_at(calls, StatusCode::SEE_OTHER, &monitor))
-        }
-        (Cut::Deadline, _, _) => Err(calls.fail(JobError::Timeout(hold))),
+/// The wait short of a callback: polling, unless the job answers by
+/// callback alone; then only the deadline and shutdown end the wait.
+/// Either future, not an async block choosing one: a held request sleeps
+/// in this, and a block would keep a reference to each of its inputs on
+/// top. A plain function, so choosing adds nothing to the future.
+fn polling<'b>(
+    calls: &'b JobCalls<'b>,
+    status_url: &'b Url,
+    bound: &'b mut Bound,
+    pace: Pace<'b>,
+    metrics: &'b Metrics,
+    polls: &'b mut u32,
+) -> Either<impl Future<Output = Followed> + 'b, impl Future<Output = Followed> + 'b> {
+    match calls.facade.callback.as_ref() {
+        Some(c) if !c.poll_too => Either::Left(wait_out(bound)),
+        _ => Either::Right(follow::follow(
+            calls, status_url, bound, pace, metrics, polls,
+        )),
     }
 }
 
-/// Whether a failure is the job's own outcome as the backend reported it,
-/// rather than Baton failing to learn it.
-fn is_outcome(err: &Error) -> bool {
-    matches!(
-        err,
-        Error::Job {
-            kind: JobError::Failed { .. } | JobError::Canceled | JobError::Gone(_),
-            ..
+/// Whichever ends the wait first: the job's callback, or `polling`. An
+/// `async move` block, so it keeps its two inputs once; the caller boxes
+/// it.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
+fn first_to_end<'r>(
+    registration: &'r mut Registration,
+    polling: impl Future<Output = Followed> + 'r,
+) -> impl Future<Output = Ended> + 'r {
+    async move {
+        tokio::select! {
+            delivery = registration.arrived() => Ended::CalledBack(delivery),
+            followed = polling => Ended::Followed(followed),
         }
-    )
+    }
+}
+
+/// How long the result took to fetch once the job was done, per route.
+fn observe_completion(metrics: &Metrics, calls: &JobCalls<'_>, done_at: Instant) {
+    metrics
+        .completion_delay
+        .get_or_create(&RouteLabel {
+            route: calls.route.name.to_string(),
+        })
+        .observe(done_at.elapsed().as_secs_f64());
+}
+
+/// The client's answer from the fetched result; a fetch cut short by the
+/// deadline or shutdown stops like a wait would.
+fn fetched_answer(
+    calls: &JobCalls<'_>,
+    fetched: Result<Result<Response<Body>, Error>, Cut>,
+    continuation: &Continuation,
+    hold: Duration,
+    progress: &mut Progress,
+) -> Result<Response<Body>, Error> {
+    match fetched {
+        Ok(Ok(answer)) => {
+            // A result that says "not now" is no outcome: a retry
+            // fetches it again.
+            progress.settled = !transient(answer.status());
+            Ok(answer)
+        }
+        Ok(Err(err)) => Err(err),
+        Err(cut) => stopped(calls, continuation, hold, cut, progress),
+    }
 }
 
 /// Statuses that say "not now" rather than anything final.
@@ -511,130 +417,6 @@ async fn wait_out(bound: &mut Bound) -> Followed {
         Ok(never) => match never {},
         Err(cut) => Followed::Cut(cut),
     }
-}
-
-/// Puts the callback URL where the route says: a submit header, or a field
-/// of the submit's JSON body (which then is read, within the body limit).
-async fn carry(
-    callback: &Callback,
-    request: Request<Body>,
-    url: &str,
-    limit: u64,
-) -> Result<Request<Body>, Error> {
-    let (mut parts, incoming) = request.into_parts();
-    match &callback.carrier {
-        CallbackCarrier::Header(name) => {
-            let value = HeaderValue::from_str(url).map_err(|e| Error::Internal(e.into()))?;
-            parts.headers.insert(name.clone(), value);
-            Ok(Request::from_parts(parts, incoming))
-        }
-        CallbackCarrier::Pointer(pointer) => {
-            let bytes = match incoming.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => return Err(body::failure(e, limit).into()),
-            };
-            let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ClientError::BadRequest(format!("this route needs a JSON body ({e})"))
-            })?;
-            set_pointer(&mut json, pointer, url.into()).map_err(ClientError::BadRequest)?;
-            let bytes = serde_json::to_vec(&json).map_err(|e| Error::Internal(e.into()))?;
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            Ok(Request::from_parts(parts, body::full(bytes)))
-        }
-    }
-}
-
-/// Sets `value` at `pointer`, creating the last member of an object.
-fn set_pointer(
-    json: &mut serde_json::Value,
-    pointer: &str,
-    value: serde_json::Value,
-) -> Result<(), String> {
-    let (parent, member) = pointer.rsplit_once('/').ok_or("an empty pointer")?;
-    let member = member.replace("~1", "/").replace("~0", "~");
-    match json.pointer_mut(parent) {
-        Some(serde_json::Value::Object(map)) => {
-            map.insert(member, value);
-            Ok(())
-        }
-        _ => Err(format!(
-            "the JSON body has no object at {parent:?} to put the callback URL in"
-        )),
-    }
-}
-
-/// The client's answer from a callback: its status, and its body or the
-/// configured part of it.
-fn called_back(
-    calls: &JobCalls<'_>,
-    callback: Option<&Callback>,
-    delivery: &Delivery,
-) -> Result<Response<Body>, Error> {
-    let status = StatusCode::from_u16(delivery.status).unwrap_or(StatusCode::OK);
-    let pointer = callback.and_then(|c| c.result_pointer.as_deref());
-    let (bytes, content_type) = match pointer {
-        Some(pointer) => {
-            let json: serde_json::Value =
-                serde_json::from_slice(&delivery.body()).map_err(|e| {
-                    calls.fail(JobError::BadAnswer(format!(
-                        "the callback body is not JSON ({e})"
-                    )))
-                })?;
-            let value = json.pointer(pointer).ok_or_else(|| {
-                calls.fail(JobError::BadAnswer(format!(
-                    "the callback has no result at {pointer}"
-                )))
-            })?;
-            (
-                bytes::Bytes::from(value.to_string()),
-                Some("application/json".to_owned()),
-            )
-        }
-        None => (delivery.body(), delivery.content_type.clone()),
-    };
-    let mut response = Response::new(body::full(bytes));
-    *response.status_mut() = status;
-    if let Some(value) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, value);
-    }
-    Ok(response)
-}
-
-/// The answer of a hold that ended before the job: where to find it again.
-fn continue_at(calls: &JobCalls<'_>, status: StatusCode, monitor: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "job_id": calls.job.id,
-        "status": "running",
-        "monitor": monitor,
-    });
-    let mut response = Response::new(body::full(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(monitor) {
-        headers.insert(http::header::LOCATION, location);
-    }
-    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The job API's accepting answer, for a client that follows the job
-/// itself; the monitor header now points through Baton.
-fn respond_async(calls: &JobCalls<'_>, job: Job) -> Response<Body> {
-    let (mut parts, bytes) = job.accepted;
-    if let HandleSource::Headers(names) = &calls.facade.handle.source {
-        if let Some(name) = names.iter().find(|n| parts.headers.contains_key(*n)) {
-            if let Ok(value) = HeaderValue::try_from(calls.public_url(&job.status_url)) {
-                parts.headers.insert(name, value);
-            }
-        }
-    }
-    proxy::finish(Response::from_parts(parts, body::full(bytes)))
 }
 
 /// Reads a whole body of at most `limit` bytes; the error says which.
@@ -654,95 +436,5 @@ pub async fn read_limited(
             tracing::debug!(error = %e, "reading the {what} failed");
             Err(JobError::BadAnswer(format!("the {what} broke off")))
         }
-    }
-}
-
-/// Cancels the job if the request ends without disarming it: when the
-/// client hangs up, hyper drops the request's future, and with it this
-/// guard, whose drop sends the cancel on a task of its own.
-struct CancelGuard {
-    armed: bool,
-    /// Boxed: most routes never cancel, and a held request should not
-    /// carry room for a request it will not send.
-    cancel: Option<Box<Cancel>>,
-}
-
-/// The cancel call, ready to go.
-struct Cancel {
-    upstream: Upstream,
-    request: Request<Body>,
-    timeout: Duration,
-    /// The request's span (request id, route, job id), for the cancel's
-    /// log line: it runs after the request is gone.
-    span: tracing::Span,
-}
-
-impl CancelGuard {
-    fn new(calls: &JobCalls<'_>, job: &Target) -> Result<Self, Error> {
-        let cancel = &calls.facade.cancel;
-        let cancel_call = if cancel.on_disconnect || cancel.on_timeout {
-            let vars = crate::config::template::Vars {
-                status_url: Some(job.status_url.as_str()),
-                job_id: calls.job.id.as_deref(),
-            };
-            let target = cancel
-                .url
-                .render(None, vars)
-                .map_err(|e| calls.fail(JobError::BadAnswer(format!("the cancel URL: {e}"))))?;
-            let url = calls.resolve(&job.status_url, &target)?;
-            Some(Box::new(Cancel {
-                upstream: calls.upstream.clone(),
-                request: calls.request(cancel.method.clone(), &url)?,
-                timeout: calls.facade.poll.timeout,
-                span: tracing::Span::current(),
-            }))
-        } else {
-            None
-        };
-        Ok(CancelGuard {
-            armed: cancel.on_disconnect,
-            cancel: cancel_call,
-        })
-    }
-
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-
-    fn fire(mut self) {
-        self.armed = true;
-    }
-}
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Some(cancel) = self.cancel.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Cancel {
-            upstream,
-            request,
-            timeout,
-            span,
-        } = *cancel;
-        let target = request.uri().clone();
-        let method: Method = request.method().clone();
-        let cancel = async move {
-            match upstream.send_within(request, timeout).await {
-                Ok(response) => {
-                    tracing::info!(%method, %target, status = response.status().as_u16(), "job canceled")
-                }
-                Err(e) => {
-                    tracing::warn!(%method, %target, error = %crate::error::chain(&e), "cancel failed")
-                }
-            }
-        };
-        runtime.spawn(tracing::Instrument::instrument(cancel, span));
     }
 }

@@ -221,20 +221,18 @@ fn run_facade<'a>(
         let env = job_env(state, generation, route);
         if let Some(config) = &facade.idempotency {
             if let Some(key) = idempotent::key_of(config, &request)?.map(headers::detached) {
-                return Box::pin(idempotent::run(
-                    cx,
-                    facade,
+                let keyed = idempotent::Keyed {
                     config,
-                    &state.idempotency,
-                    request,
+                    store: &state.idempotency,
                     key,
+                };
+                let caller = idempotent::Caller {
                     started,
-                    env,
-                    &mut exchange.extra,
-                    &mut exchange.leader,
-                    &mut exchange.role,
-                ))
-                .await;
+                    extra: &mut exchange.extra,
+                    leader: &mut exchange.leader,
+                    role: &mut exchange.role,
+                };
+                return Box::pin(idempotent::run(cx, facade, keyed, request, env, caller)).await;
             }
         }
         let request = Box::new(request.map(body::full));
