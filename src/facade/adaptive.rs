@@ -22,22 +22,22 @@ const WARM_UP: usize = 3;
 
 /// What a route's recent jobs say about the next one.
 #[derive(Default)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// Completion-time estimates of recent jobs, newest last.
     recent: Mutex<VecDeque<Duration>>,
 }
 
 /// When to poll a job of a route that has history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Age of the job at its first poll: just before most jobs completed.
-    pub first: Duration,
+    pub(crate) first: Duration,
 }
 
 impl Timing {
     /// Notes a finished job: running when `lo` old, done when `hi` old
     /// (`lo` zero: done at its first poll, so it took at most `hi`).
-    pub fn record(&self, lo: Duration, hi: Duration) {
+    pub(crate) fn record(&self, lo: Duration, hi: Duration) {
         // Done at the first poll says only "at most `hi`": the midpoint
         // would halve the estimate, `hi` itself would never learn that jobs
         // got faster. A little under `hi` probes downwards until a poll
@@ -55,7 +55,7 @@ impl Timing {
     }
 
     /// The plan for the next job, once the route has history.
-    pub fn plan(&self) -> Option<Plan> {
+    pub(crate) fn plan(&self) -> Option<Plan> {
         let recent = crate::sync::lock(&self.recent);
         if recent.len() < WARM_UP {
             return None;
@@ -73,7 +73,7 @@ impl Plan {
     /// The delay before the next poll of a job `age` old: to the first
     /// poll, then a tenth of the age, so the answer comes within 10 % of
     /// the job's length and an outlier costs few extra polls.
-    pub fn next(&self, age: Duration) -> Duration {
+    pub(crate) fn next(&self, age: Duration) -> Duration {
         if age < self.first {
             return self.first - age;
         }
@@ -82,7 +82,7 @@ impl Plan {
 
     /// Whether the next delay is the long wait for the first poll, which
     /// may exceed the route's `max_interval`: it is learned, not guessed.
-    pub fn before_first(&self, age: Duration) -> bool {
+    pub(crate) fn before_first(&self, age: Duration) -> bool {
         age < self.first
     }
 }

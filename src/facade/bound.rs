@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 /// Why a step was abandoned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
+pub(crate) enum Cut {
     /// The client's hold ended.
     Deadline,
     /// Shutdown's grace period ended: everyone held answers now.
@@ -23,18 +23,18 @@ pub enum Cut {
 }
 
 /// The limits every step of one request runs under.
-pub struct Bound {
-    pub deadline: Instant,
+pub(crate) struct Bound {
+    pub(crate) deadline: Instant,
     drain: watch::Receiver<bool>,
 }
 
 impl Bound {
-    pub fn new(deadline: Instant, drain: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(deadline: Instant, drain: watch::Receiver<bool>) -> Self {
         Bound { deadline, drain }
     }
 
     /// Resolves once shutdown's grace has ended.
-    pub async fn drained(&mut self) {
+    pub(crate) async fn drained(&mut self) {
         // An error means the signal's sender is gone, which happens only
         // when the process is: that is a drain too.
         let _ = self.drain.wait_for(|now| *now).await;
@@ -42,7 +42,7 @@ impl Bound {
 
     /// Runs `step` unless the deadline or the drain comes first. The drain
     /// is looked at first: once it has begun, no new step starts.
-    pub async fn within<T>(&mut self, step: impl Future<Output = T>) -> Result<T, Cut> {
+    pub(crate) async fn within<T>(&mut self, step: impl Future<Output = T>) -> Result<T, Cut> {
         let deadline = self.deadline;
         tokio::select! {
             biased;

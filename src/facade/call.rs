@@ -25,10 +25,10 @@ use crate::telemetry::correlation::TRACEPARENT;
 const CORRELATION: [HeaderName; 2] = [X_REQUEST_ID, TRACEPARENT];
 
 /// What every call of one job needs.
-pub struct JobCalls<'a> {
-    pub route: &'a Route,
-    pub facade: &'a AsyncRoute,
-    pub upstream: &'a Upstream,
+pub(crate) struct JobCalls<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) facade: &'a AsyncRoute,
+    pub(crate) upstream: &'a Upstream,
     backend_origin: &'a Origin,
     /// Sent with every call, after the route's poll headers: the client's
     /// request id and `traceparent`. Two values rather than a map of them:
@@ -40,12 +40,12 @@ pub struct JobCalls<'a> {
     /// request keeps this, and an empty map is still 96 bytes.
     credentials: Vec<(HeaderName, HeaderValue)>,
     /// The job as the client may see it in errors.
-    pub job: JobRef,
+    pub(crate) job: JobRef,
 }
 
 impl<'a> JobCalls<'a> {
     /// Picks from the client's headers what follows the job.
-    pub fn new(
+    pub(crate) fn new(
         route: &'a Route,
         facade: &'a AsyncRoute,
         upstream: &'a Upstream,
@@ -75,12 +75,12 @@ impl<'a> JobCalls<'a> {
         }
     }
 
-    pub fn fail(&self, kind: JobError) -> Error {
+    pub(crate) fn fail(&self, kind: JobError) -> Error {
         Error::job(&self.job, kind)
     }
 
     /// Resolves `reference` against `base` and checks where it points.
-    pub fn resolve(&self, base: &Url, reference: &str) -> Result<Url, Error> {
+    pub(crate) fn resolve(&self, base: &Url, reference: &str) -> Result<Url, Error> {
         let url = base.join(reference.trim()).map_err(|e| {
             self.fail(JobError::BadAnswer(format!(
                 "{reference:?} is not a URL ({e})"
@@ -103,7 +103,7 @@ impl<'a> JobCalls<'a> {
     }
 
     /// A bodiless call (poll, fetch, cancel) to an already-resolved URL.
-    pub fn request(&self, method: Method, url: &Url) -> Result<Request<body::Body>, Error> {
+    pub(crate) fn request(&self, method: Method, url: &Url) -> Result<Request<body::Body>, Error> {
         let uri: Uri = url
             .as_str()
             .parse()
@@ -132,7 +132,7 @@ impl<'a> JobCalls<'a> {
     }
 
     /// Sends a call, waiting at most `timeout` for the response head.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<body::Body>,
         timeout: Duration,
@@ -143,7 +143,7 @@ impl<'a> JobCalls<'a> {
     /// How the client should see a backend URL: a path on Baton when the
     /// URL is on the backend's origin (undoing the route's path rewrite),
     /// else the URL itself.
-    pub fn public_url(&self, url: &Url) -> String {
+    pub(crate) fn public_url(&self, url: &Url) -> String {
         if !self.same_origin(url) {
             return url.to_string();
         }
@@ -151,7 +151,7 @@ impl<'a> JobCalls<'a> {
     }
 }
 
-pub fn origin_of(url: &Url) -> Option<Origin> {
+pub(crate) fn origin_of(url: &Url) -> Option<Origin> {
     let scheme = match url.scheme() {
         "http" => http::uri::Scheme::HTTP,
         "https" => http::uri::Scheme::HTTPS,
@@ -165,6 +165,6 @@ pub fn origin_of(url: &Url) -> Option<Origin> {
 }
 
 /// The URL a request was sent to, as a base for what its answer refers to.
-pub fn url_of(uri: &Uri) -> Result<Url, Error> {
+pub(crate) fn url_of(uri: &Uri) -> Result<Url, Error> {
     Url::parse(&uri.to_string()).map_err(|e| Error::Internal(e.into()))
 }

@@ -29,23 +29,23 @@ use crate::config::Callback;
 use crate::store::{StoreError, StoreResult};
 
 /// Where the callback listener takes callbacks.
-pub const PATH: &str = "/callbacks/";
+pub(crate) const PATH: &str = "/callbacks/";
 
 /// A callback's largest accepted body.
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// What a job API called back with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Delivery {
-    pub status: u16,
+pub(crate) struct Delivery {
+    pub(crate) status: u16,
     #[serde(default)]
-    pub content_type: Option<String>,
+    pub(crate) content_type: Option<String>,
     /// Base64, so any body survives the trip through Redis.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl Delivery {
-    pub fn body(&self) -> Bytes {
+    pub(crate) fn body(&self) -> Bytes {
         STANDARD
             .decode(&self.body)
             .map(Bytes::from)
@@ -76,7 +76,7 @@ struct Entry {
 }
 
 /// The callbacks this instance waits for, and the cluster's.
-pub struct Callbacks {
+pub(crate) struct Callbacks {
     local: Mutex<Local>,
     cluster: Option<Arc<Cluster>>,
     random: SystemRandom,
@@ -94,8 +94,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// One awaited callback. Dropping it forgets the token once its callback
 /// came; before that, the token stays until it expires.
-pub struct Registration {
-    pub token: String,
+pub(crate) struct Registration {
+    pub(crate) token: String,
     receiver: watch::Receiver<Option<Arc<Delivery>>>,
     callbacks: Arc<Callbacks>,
 }
@@ -104,7 +104,7 @@ pub struct Registration {
 const DELIVER: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL') redis.call('publish', KEYS[2], 'changed') return 1 else return 0 end";
 
 impl Callbacks {
-    pub fn new(cluster: Option<Arc<Cluster>>) -> Self {
+    pub(crate) fn new(cluster: Option<Arc<Cluster>>) -> Self {
         Callbacks {
             local: Mutex::default(),
             cluster,
@@ -118,7 +118,7 @@ impl Callbacks {
 
     /// A fresh token for `route`, kept for `ttl`: awaited through the
     /// registration, and after it drops, for the next request for the job.
-    pub async fn register(
+    pub(crate) async fn register(
         self: &Arc<Self>,
         route: &str,
         ttl: Duration,
@@ -166,7 +166,7 @@ impl Callbacks {
 
     /// Waits again for a token handed out earlier (for a request that
     /// resumes a job): `None` if it expired, or is not `route`'s.
-    pub async fn attach(self: &Arc<Self>, token: &str, route: &str) -> Option<Registration> {
+    pub(crate) async fn attach(self: &Arc<Self>, token: &str, route: &str) -> Option<Registration> {
         let now = Instant::now();
         let local = self.lock().entries.get(token).and_then(|entry| {
             (entry.expires > now && entry.route == route).then(|| entry.slot.subscribe())
@@ -204,7 +204,7 @@ impl Callbacks {
     }
 
     /// The route a token was handed out for, if it is still pending.
-    pub async fn route_of(&self, token: &str) -> StoreResult<Option<String>> {
+    pub(crate) async fn route_of(&self, token: &str) -> StoreResult<Option<String>> {
         if let Some(entry) = self.lock().entries.get(token) {
             let pending = entry.slot.borrow().is_none() && entry.expires > Instant::now();
             return Ok(pending.then(|| entry.route.clone()));
@@ -225,7 +225,12 @@ impl Callbacks {
 
     /// Hands a callback to whoever waits for `token`, once. False: the
     /// token is unknown or was used already.
-    pub async fn deliver(&self, token: &str, route: &str, delivery: Delivery) -> StoreResult<bool> {
+    pub(crate) async fn deliver(
+        &self,
+        token: &str,
+        route: &str,
+        delivery: Delivery,
+    ) -> StoreResult<bool> {
         if let Some(cluster) = &self.cluster {
             // Marked used cluster-wide, so no instance takes it twice.
             return self.deliver_shared(cluster, token, route, delivery).await;
@@ -280,7 +285,7 @@ impl Registration {
     /// Waits for the callback. With a cluster, it may arrive on another
     /// instance: look in Redis whenever it announces a change, and now and
     /// then regardless.
-    pub async fn arrived(&mut self) -> Arc<Delivery> {
+    pub(crate) async fn arrived(&mut self) -> Arc<Delivery> {
         let shared = self.callbacks.cluster.clone();
         let mut watch = shared.as_ref().map(|cluster| {
             let key = cluster.key("callback", &self.token);
@@ -351,7 +356,11 @@ fn verify_signature(callback: &Callback, headers: &http::HeaderMap, body: &[u8])
 
 /// What a callback delivers, once its signature holds (`None` when the
 /// route signs callbacks and this one is not signed right).
-pub fn delivery(callback: &Callback, headers: &http::HeaderMap, body: &[u8]) -> Option<Delivery> {
+pub(crate) fn delivery(
+    callback: &Callback,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Option<Delivery> {
     if !verify_signature(callback, headers, body) {
         return None;
     }

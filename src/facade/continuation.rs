@@ -87,7 +87,7 @@ pub enum Refused {
 /// The system's random source failed.
 #[derive(Debug, thiserror::Error)]
 #[error("no system randomness for {0}; refusing to run with a predictable secret")]
-pub struct NoRandomness(pub &'static str);
+pub struct NoRandomness(pub(crate) &'static str);
 
 impl Continuation {
     /// Seals with `secret`; also opens tokens sealed with any of

@@ -20,7 +20,7 @@ use super::call::JobCalls;
 use super::job_state::{Done, StatusAnswer};
 
 /// Turns the final status answer into the client's answer.
-pub async fn result(
+pub(crate) async fn result(
     calls: &JobCalls<'_>,
     status_url: &Url,
     mut last: StatusAnswer,

@@ -26,18 +26,18 @@ use super::schedule::{self, Schedule};
 
 /// The pace of polling beyond the route's schedule.
 #[derive(Clone, Copy)]
-pub struct Pace<'a> {
-    pub first: FirstPoll,
+pub(crate) struct Pace<'a> {
+    pub(crate) first: FirstPoll,
     /// No delay shorter than this: a slow fallback poll beside a callback.
-    pub floor: Option<std::time::Duration>,
+    pub(crate) floor: Option<std::time::Duration>,
     /// The route's learned timing and when this job was submitted; `None`
     /// for a job resumed without knowing its age.
-    pub learn: Option<(&'a Timing, Instant)>,
+    pub(crate) learn: Option<(&'a Timing, Instant)>,
 }
 
 /// When to poll first.
 #[derive(Debug, Clone, Copy)]
-pub enum FirstPoll {
+pub(crate) enum FirstPoll {
     /// After the accepting answer's `Retry-After`, else the first backoff step.
     After(Option<std::time::Duration>),
     /// At once: the job was accepted long ago (a resumed follow).
@@ -45,7 +45,7 @@ pub enum FirstPoll {
 }
 
 /// How following ended, short of an error.
-pub enum Followed {
+pub(crate) enum Followed {
     /// Boxed: a held request keeps room for how its wait may end, and
     /// this is the one way that carries an answer.
     Done(Box<(StatusAnswer, Done)>),
@@ -59,7 +59,7 @@ pub enum Followed {
 /// An `async move` block rather than an `async fn`, so a held request
 /// keeps its arguments once (see [`super::handle`]).
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
-pub fn follow<'a>(
+pub(crate) fn follow<'a>(
     calls: &'a JobCalls<'a>,
     status_url: &'a Url,
     bound: &'a mut Bound,

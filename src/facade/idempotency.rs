@@ -21,7 +21,7 @@ use crate::store::Ticket;
 use crate::store::{scoped_key, Begin, Fingerprint, Store, Stored};
 
 /// Marks answers that a request did not lead to itself.
-pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub(crate) const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Headers that belong to one request and are not replayed to another.
 const PER_REQUEST: [HeaderName; 3] = [
@@ -32,7 +32,7 @@ const PER_REQUEST: [HeaderName; 3] = [
 
 /// The key a request carries, if the route deduplicates and the request
 /// could create a job.
-pub fn key_of<'a, B>(
+pub(crate) fn key_of<'a, B>(
     config: &'a Idempotency,
     request: &'a Request<B>,
 ) -> Result<Option<&'a HeaderValue>, Error> {
@@ -55,11 +55,11 @@ pub fn key_of<'a, B>(
 }
 
 /// The leader's side: what the store must learn when the request ends.
-pub struct Leader {
+pub(crate) struct Leader {
     store: Arc<dyn Store>,
     key: String,
     max_stored_body: usize,
-    pub progress: Progress,
+    pub(crate) progress: Progress,
     finished: bool,
     /// The request's deadline and shutdown's end of grace: an answer
     /// still being read for keeping then goes out as it is, unkept.
@@ -243,7 +243,10 @@ impl Leader {
     /// deduplicate).
     /// The answer's body is read here, before its head goes out, so a body
     /// that breaks is still answered with a status line (a 502).
-    pub async fn finish(mut self, response: Response<Body>) -> Result<Response<Body>, Error> {
+    pub(crate) async fn finish(
+        mut self,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, Error> {
         self.finished = true;
         let is_final = match &self.progress.submit {
             Submission::Accepted(_) => self.progress.settled,

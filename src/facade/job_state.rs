@@ -43,11 +43,11 @@ pub enum Done {
 
 /// A status answer with its body read (within the route's limit).
 pub struct StatusAnswer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
     /// The body as JSON, parsed once when the rules needed it.
-    pub json: Option<Value>,
+    pub(crate) json: Option<Value>,
 }
 
 impl StatusAnswer {
@@ -72,7 +72,7 @@ impl StatusAnswer {
     }
 
     /// The body as JSON; parses on first use.
-    pub fn json(&mut self) -> Result<&Value, JobError> {
+    pub(crate) fn json(&mut self) -> Result<&Value, JobError> {
         if self.json.is_none() {
             let value = serde_json::from_slice(&self.body).map_err(|e| {
                 JobError::BadAnswer(format!("the {} status body is not JSON ({e})", self.status))
@@ -249,7 +249,7 @@ fn raw_pointer(body: &[u8], pointer: &str) -> Result<Option<Value>, serde_json::
 }
 
 /// The first of `pointers` with a non-null value in `json`.
-pub fn first_present(json: &Value, pointers: &[String]) -> Option<Value> {
+pub(crate) fn first_present(json: &Value, pointers: &[String]) -> Option<Value> {
     pointers
         .iter()
         .filter_map(|p| json.pointer(p))

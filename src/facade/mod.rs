@@ -18,21 +18,21 @@
 //! and the drain, which every backend call runs within. `cancel.rs`
 //! cancels a job the request stops following, where the route says so.
 
-pub mod adaptive;
+pub(crate) mod adaptive;
 mod answer;
-pub mod bound;
-pub mod call;
+pub(crate) mod bound;
+pub(crate) mod call;
 pub mod callback;
 mod cancel;
 pub mod continuation;
-pub mod fetch;
-pub mod follow;
-pub mod idempotency;
+pub(crate) mod fetch;
+pub(crate) mod follow;
+pub(crate) mod idempotency;
 pub mod job_state;
 pub mod prefer;
 pub mod schedule;
 mod send;
-pub mod submit;
+pub(crate) mod submit;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,42 +65,42 @@ use prefer::{Prefer, PREFERENCE_APPLIED};
 use send::{submit_job, Accepted};
 
 /// What a facade request needs beyond its route.
-pub struct JobEnv<'a> {
-    pub continuation: &'a Continuation,
+pub(crate) struct JobEnv<'a> {
+    pub(crate) continuation: &'a Continuation,
     /// What the route's recent jobs took (adaptive polling).
-    pub timing: Option<&'a Timing>,
-    pub callbacks: &'a Arc<Callbacks>,
+    pub(crate) timing: Option<&'a Timing>,
+    pub(crate) callbacks: &'a Arc<Callbacks>,
     /// The base of callback URLs (`[server] callback_url`).
-    pub callback_base: Option<&'a str>,
+    pub(crate) callback_base: Option<&'a str>,
     /// How long a job's callback is kept for a later request after the
     /// first stopped waiting (`[server] continuation_ttl`, or the route's
     /// idempotency TTL when longer).
-    pub callback_keep: Duration,
-    pub metrics: &'a Metrics,
+    pub(crate) callback_keep: Duration,
+    pub(crate) metrics: &'a Metrics,
     /// The idempotency record to tell the moment the job is accepted, so
     /// a retry on any instance finds the job even if this one dies.
-    pub record: Option<(&'a dyn Store, &'a str)>,
+    pub(crate) record: Option<(&'a dyn Store, &'a str)>,
     /// Turns true when held requests must answer now (shutdown).
-    pub drain: watch::Receiver<bool>,
+    pub(crate) drain: watch::Receiver<bool>,
 }
 
 /// How far a facade request got, for the idempotency layer: whether a
 /// job exists, and whether the answer leaves it running.
 #[derive(Debug, Default)]
-pub struct Progress {
-    pub submit: Submission,
+pub(crate) struct Progress {
+    pub(crate) submit: Submission,
     /// This request followed a job submitted earlier.
-    pub resumed: bool,
+    pub(crate) resumed: bool,
     /// The job reported success (a final status or its callback).
-    pub succeeded: bool,
-    pub polls: u32,
+    pub(crate) succeeded: bool,
+    pub(crate) polls: u32,
     /// Baton stopped following the job before it ended (deadline,
     /// shutdown): the job goes on.
-    pub job_goes_on: bool,
+    pub(crate) job_goes_on: bool,
     /// The answer is the job's own outcome (its result, its failure, its
     /// cancellation or disappearance as the backend reports them), worth
     /// replaying to a retry. Anything else leaves the job resumable.
-    pub settled: bool,
+    pub(crate) settled: bool,
 }
 
 impl Progress {
@@ -114,7 +114,7 @@ impl Progress {
 }
 
 #[derive(Debug, Default)]
-pub enum Submission {
+pub(crate) enum Submission {
     #[default]
     NotSent,
     /// Sent, and whether the job API took it is unknown.
@@ -128,7 +128,11 @@ pub enum Submission {
 const MIN_HOLD: Duration = Duration::from_secs(1);
 
 /// The client's hold: how long, and what to tell it.
-pub fn hold(facade: &AsyncRoute, headers: &HeaderMap, extra: &mut HeaderMap) -> (Prefer, Duration) {
+pub(crate) fn hold(
+    facade: &AsyncRoute,
+    headers: &HeaderMap,
+    extra: &mut HeaderMap,
+) -> (Prefer, Duration) {
     let prefer = Prefer::parse(headers);
     let hold = match prefer.wait {
         Some(asked) => {
@@ -153,7 +157,7 @@ pub fn hold(facade: &AsyncRoute, headers: &HeaderMap, extra: &mut HeaderMap) -> 
 /// An `async move` block rather than an `async fn`, so its arguments are
 /// kept once, not twice, for as long as the request is held.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
-pub fn handle<'a>(
+pub(crate) fn handle<'a>(
     cx: Forward<'a>,
     facade: &'a AsyncRoute,
     request: Box<Request<Body>>,
@@ -194,7 +198,7 @@ pub fn handle<'a>(
 /// future exists, which borrows neither them nor `extra`: the caller drops
 /// the request head before it waits, so a held request does not keep it.
 #[allow(clippy::too_many_arguments)]
-pub fn resume<'a>(
+pub(crate) fn resume<'a>(
     cx: Forward<'a>,
     facade: &'a AsyncRoute,
     ticket: Ticket,
@@ -404,7 +408,7 @@ fn fetched_answer(
 }
 
 /// Statuses that say "not now" rather than anything final.
-pub fn transient(status: StatusCode) -> bool {
+pub(crate) fn transient(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
@@ -420,7 +424,7 @@ async fn wait_out(bound: &mut Bound) -> Followed {
 }
 
 /// Reads a whole body of at most `limit` bytes; the error says which.
-pub async fn read_limited(
+pub(crate) async fn read_limited(
     body: hyper::body::Incoming,
     limit: usize,
     what: &'static str,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName};
 
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
-pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+pub(crate) const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Prefer {

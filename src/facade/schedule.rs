@@ -36,7 +36,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// The polling schedule of one job.
-pub struct Schedule<'a> {
+pub(crate) struct Schedule<'a> {
     config: &'a PollSchedule,
     /// Backoff steps taken so far.
     step: i32,
@@ -49,7 +49,7 @@ pub struct Schedule<'a> {
 }
 
 impl<'a> Schedule<'a> {
-    pub fn new(config: &'a PollSchedule) -> Self {
+    pub(crate) fn new(config: &'a PollSchedule) -> Self {
         Schedule {
             config,
             step: 0,
@@ -61,18 +61,18 @@ impl<'a> Schedule<'a> {
 
     /// Polls by what the route's recent jobs took (see `adaptive`), for a
     /// job that started at `started`.
-    pub fn with_plan(mut self, plan: Option<Plan>, started: tokio::time::Instant) -> Self {
+    pub(crate) fn with_plan(mut self, plan: Option<Plan>, started: tokio::time::Instant) -> Self {
         self.plan = plan.map(|p| (p, started));
         self
     }
 
-    pub fn with_floor(mut self, floor: Option<Duration>) -> Self {
+    pub(crate) fn with_floor(mut self, floor: Option<Duration>) -> Self {
         self.floor = floor;
         self
     }
 
     /// The delay before the next poll, given what the last answer asked.
-    pub fn next(&mut self, asked: Option<Duration>) -> Duration {
+    pub(crate) fn next(&mut self, asked: Option<Duration>) -> Duration {
         if asked.is_some() {
             // The backend's word wins over anything learned.
             self.retry_after = asked;

@@ -24,25 +24,25 @@ use super::call::JobCalls;
 use super::schedule;
 
 /// What the submit produced.
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// Not a job: this is the client's answer.
     Answer(Response<Body>),
     Job(Job),
 }
 
 /// A job the backend accepted.
-pub struct Job {
-    pub status_url: Url,
-    pub id: String,
+pub(crate) struct Job {
+    pub(crate) status_url: Url,
+    pub(crate) id: String,
     /// The delay the accepting answer asked for before the first poll.
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
     /// The accepting answer, for a client that asked to handle the job
     /// itself (`Prefer: respond-async`).
-    pub accepted: (Parts, Bytes),
+    pub(crate) accepted: (Parts, Bytes),
 }
 
 /// `callback_token` names a job that has no monitor (callback only).
-pub async fn accept(
+pub(crate) async fn accept(
     calls: &JobCalls<'_>,
     response: Response<Incoming>,
     submit_url: &Url,
