@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,15 +21,15 @@ use tokio::time::{Instant, Sleep};
 /// A boxed error with its source chain intact.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why a client's body could not be read; the error module gives each its
+/// Why a body could not be read; the error module gives each its
 /// status.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
-    #[error("request body exceeds the limit of {limit} bytes")]
+    #[error("the body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("the request body stalled: nothing arrived for {0:?}")]
+    #[error("the body stalled: nothing arrived for {0:?}")]
     Stalled(Duration),
-    #[error("reading the request body failed")]
+    #[error("reading the body failed")]
     Read(#[source] BoxError),
 }
 
@@ -248,33 +248,52 @@ pub(crate) struct Reading {
 /// between pieces and, when given, by `deadline` (the instant, and the
 /// whole time it allowed). The one collector every path uses, with one
 /// mapping of its failures to the client's answer.
-pub(crate) async fn collect<B>(
+pub(crate) fn collect<B>(
     body: B,
     reading: &Reading,
     deadline: Option<(Instant, Duration)>,
-) -> Result<Bytes, BodyError>
+) -> impl Future<Output = Result<Bytes, BodyError>>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let limited = http_body_util::Limited::new(
-        IdleTimeout::new(body, reading.idle, true),
-        usize::try_from(reading.limit).unwrap_or(usize::MAX),
-    );
-    let collecting = limited.collect();
-    let collected = match deadline {
-        Some((deadline, allowed)) => match tokio::time::timeout_at(deadline, collecting).await {
-            Ok(collected) => collected,
-            Err(_) => return Err(BodyError::Stalled(allowed)),
-        },
-        None => collecting.await,
-    };
-    collected
-        .map(http_body_util::Collected::to_bytes)
-        .map_err(|e| failure(e, reading.limit))
+    // Made here, so the future keeps no borrow of `reading`.
+    let collecting = collect_whole(IdleTimeout::new(body, reading.idle, true), reading.limit);
+    async move {
+        match deadline {
+            Some((deadline, allowed)) => tokio::time::timeout_at(deadline, collecting)
+                .await
+                .unwrap_or(Err(BodyError::Stalled(allowed))),
+            None => collecting.await,
+        }
+    }
 }
 
-/// What a failed client body means for the client's answer.
+/// Reads a whole body of at most `limit` bytes, as fast as it comes: the
+/// collector under [`collect`], and the one for a backend's answers, which
+/// run within the request's deadline already. Whose body it was decides
+/// what a failure means (`crate::error`).
+pub(crate) fn collect_whole<B>(
+    body: B,
+    limit: u64,
+) -> impl Future<Output = Result<Bytes, BodyError>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    // A plain combinator rather than an `async fn`: the futures that await
+    // this hold borrows, and a generic `async fn` here trips the
+    // compiler's `Send` inference for them.
+    http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .map(move |collected| {
+            collected
+                .map(http_body_util::Collected::to_bytes)
+                .map_err(|e| failure(e, limit))
+        })
+}
+
+/// What a failed body read means, whoever sent the body.
 pub(crate) fn failure(err: BoxError, limit: u64) -> BodyError {
     if err.is::<http_body_util::LengthLimitError>() || err.is::<TooLarge>() {
         return BodyError::TooLarge { limit };

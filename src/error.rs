@@ -78,6 +78,21 @@ pub enum ClientError {
     BodyTimeout(std::time::Duration),
 }
 
+impl JobError {
+    /// A backend's answer that could not be read whole: over its limit, or
+    /// broken off (the library's words stay in the log; the client reads
+    /// the class).
+    pub(crate) fn unreadable(what: &'static str, err: BodyError) -> JobError {
+        match err {
+            BodyError::TooLarge { limit } => JobError::BodyTooLarge { what, limit },
+            other => {
+                tracing::debug!(error = %chain(&other), "reading the {what} failed");
+                JobError::BadAnswer(format!("the {what} broke off"))
+            }
+        }
+    }
+}
+
 impl From<BodyError> for ClientError {
     fn from(err: BodyError) -> ClientError {
         match err {

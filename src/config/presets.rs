@@ -11,7 +11,7 @@ use super::raw::{
     RawState,
 };
 
-/// Names and the dialect each one speaks (DESIGN.md §3).
+/// Names and the dialect each one speaks (the README's table of job APIs).
 pub(crate) const PRESETS: [(&str, &str); 5] = [
     // A. Location + 303 (Azure Architecture Center async request-reply).
     (

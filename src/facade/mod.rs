@@ -1,15 +1,15 @@
 //! The sync facade: one blocking client request becomes the whole job
-//! conversation, in the order of DESIGN.md's flow:
+//! conversation, in the order of the flow in ARCHITECTURE.md:
 //!
 //! 1. submit — the client's request goes to the job API as a pass-through
 //!    would send it, plus the route's submit headers ([`handle`]; the
 //!    submit itself is in `send.rs`);
 //! 2. accept — [`submit`] decides whether the answer is a job and finds
 //!    its monitor;
-//! 3. follow — [`follow`] polls on the [`schedule`] until [`dialect`] reads
-//!    a final state or the deadline comes;
+//! 3. follow — [`follow`] polls on the [`schedule`] until [`job_state`]
+//!    reads a final state or the deadline comes;
 //! 4. fetch — [`fetch`] gets the result, from the status or by GET;
-//! 5. answer — the result, or an [`Error`] the service turns into
+//! 5. answer — the result, or an [`Error`] the pipeline turns into
 //!    problem+json; `answer.rs` builds the answers that are not the job's
 //!    result (a hold that ended first, a callback, `respond-async`).
 //!
@@ -17,6 +17,8 @@
 //! credentials, correlation. [`bound`] holds the request's one deadline
 //! and the drain, which every backend call runs within. `cancel.rs`
 //! cancels a job the request stops following, where the route says so.
+//! [`idempotency`] is the latch around all of it when the request carries
+//! an `Idempotency-Key`.
 
 pub(crate) mod adaptive;
 mod answer;
@@ -42,7 +44,6 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use url::Url;
@@ -429,16 +430,7 @@ pub(crate) async fn read_limited(
     limit: usize,
     what: &'static str,
 ) -> Result<Bytes, JobError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(JobError::BodyTooLarge {
-            what,
-            limit: limit as u64,
-        }),
-        Err(e) => {
-            // The library's words stay in the log; the client reads the class.
-            tracing::debug!(error = %e, "reading the {what} failed");
-            Err(JobError::BadAnswer(format!("the {what} broke off")))
-        }
-    }
+    crate::body::collect_whole(body, limit as u64)
+        .await
+        .map_err(|e| JobError::unreadable(what, e))
 }

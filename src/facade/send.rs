@@ -181,6 +181,8 @@ async fn carry(
             Ok(Request::from_parts(parts, incoming))
         }
         CallbackCarrier::Pointer(pointer) => {
+            // The client's body, already read whole before the submit (see
+            // `pipeline/route.rs`): this only joins its pieces.
             let bytes = match incoming.collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => return Err(body::failure(e, limit).into()),
