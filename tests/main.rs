@@ -15,6 +15,7 @@ mod fault_matrix;
 mod hostile;
 mod idempotency;
 mod lanes;
+mod layering;
 mod operations;
 mod passthrough;
 mod reload_drain;

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};
@@ -60,20 +59,20 @@ impl<S> Layer<S> for CorrelateLayer {
 /// the request lives, and its type (an `async` block) has no name.
 type Answering = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-impl<S> Service<Request<Incoming>> for Correlate<S>
+/// The outermost layer is hyper's service itself: hyper calls it through
+/// `&self`, and each request gets a copy of the layers inside (a route's
+/// peer address: nothing shared is counted per request but the one `Arc`
+/// of the process that the request's future holds).
+impl<S> hyper::service::Service<Request<Incoming>> for Correlate<S>
 where
-    S: Service<Call, Response = Answer, Error = Infallible>,
+    S: Service<Call, Response = Answer, Error = Infallible> + Clone,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Answering;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Answering {
+    fn call(&self, request: Request<Incoming>) -> Answering {
         // Boxed: passed down the layers, the head would otherwise be kept
         // once per layer for the request's whole life.
         let mut request = Box::new(request);
@@ -103,22 +102,20 @@ where
             started,
         }));
         let call = Call {
+            state: Arc::clone(&self.state),
             request,
             generation,
             started,
             exchange,
         };
         // The inner layers decide synchronously (limits, host, route), so
-        // they run inside the span, and a panic there still answers.
-        let inner = span
-            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(call))).ok());
-        Box::pin(respond(
-            Arc::clone(&self.state),
-            inner,
-            span,
-            request_id,
-            traceparent,
-        ))
+        // they run inside the span, and a panic there still answers. They
+        // are always ready (admission sheds with a 503 rather than wait),
+        // so readiness is not polled.
+        let mut inner = self.inner.clone();
+        let inner =
+            span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(call))).ok());
+        Box::pin(respond(inner, span, request_id, traceparent))
     }
 }
 
@@ -129,7 +126,6 @@ where
 /// its arguments once.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 fn respond<F>(
-    state: Arc<State>,
     inner: Option<F>,
     span: tracing::Span,
     request_id: HeaderValue,
@@ -174,7 +170,12 @@ where
             .route
             .clone()
             .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
-        let (job_id, polls) = record_job(&state.metrics, &route, &exchange, outcome);
+        // The access line holds the process (a panic may have lost it, and
+        // with it the request's counts; the answer still goes out).
+        let (job_id, polls) = match &exchange.line {
+            Some(line) => record_job(&line.state.metrics, &route, &exchange, outcome),
+            None => (None, 0),
+        };
         if let Some(leader) = exchange.leader.take() {
             // Boxed: only the requests that lead an idempotent job need
             // room for it.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
 use crate::body::Body;
 use crate::error::Error;
@@ -34,6 +34,8 @@ use exchange::Exchange;
 
 /// A request on its way in, past the correlation layer.
 pub(crate) struct Call {
+    /// The process: the one `Arc` the request's future holds of it.
+    state: Arc<State>,
     /// Boxed: see `correlate`.
     request: Box<Request<Incoming>>,
     /// The configuration this request runs under, from start to end.
@@ -60,28 +62,8 @@ pub(crate) fn service(
     Future: Send + 'static,
 > + Send
        + 'static {
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(correlate::CorrelateLayer::new(Arc::clone(state)))
         .layer(guard::GuardLayer)
-        .service(route::Router::new(Arc::clone(state), peer));
-    Hyper(stack)
-}
-
-/// A tower service as hyper's: hyper calls through `&self` and never asks
-/// for readiness, which is right here because no layer of this pipeline
-/// ever waits to be ready (admission answers a 503 instead of waiting).
-#[derive(Clone)]
-struct Hyper<S>(S);
-
-impl<S> hyper::service::Service<Request<Incoming>> for Hyper<S>
-where
-    S: Service<Request<Incoming>> + Clone,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, request: Request<Incoming>) -> S::Future {
-        self.0.clone().call(request)
-    }
+        .service(route::Router::new(peer))
 }

@@ -38,13 +38,12 @@ use crate::telemetry::metrics::RouteLabel;
 /// The innermost service: finds the route and runs its handler.
 #[derive(Clone)]
 pub(super) struct Router {
-    state: Arc<State>,
     peer: SocketAddr,
 }
 
 impl Router {
-    pub(super) fn new(state: Arc<State>, peer: SocketAddr) -> Router {
-        Router { state, peer }
+    pub(super) fn new(peer: SocketAddr) -> Router {
+        Router { peer }
     }
 }
 
@@ -71,12 +70,12 @@ impl Service<Call> for Router {
 
     fn call(&mut self, call: Call) -> Handling {
         let Call {
+            state,
             request,
             generation,
             started,
             mut exchange,
         } = call;
-        let state = Arc::clone(&self.state);
         let peer = self.peer;
         match pick(&generation, &request, &mut exchange) {
             Pick::Refused(err) => Box::pin(futures_util::future::ok(Answer {
