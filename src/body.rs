@@ -272,7 +272,7 @@ where
 /// Reads a whole body of at most `limit` bytes, as fast as it comes: the
 /// collector under [`collect`], and the one for a backend's answers, which
 /// run within the request's deadline already. Whose body it was decides
-/// what a failure means (`crate::error`).
+/// what a failure means (see `error.rs`).
 pub(crate) fn collect_whole<B>(
     body: B,
     limit: u64,

@@ -9,13 +9,16 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
+use futures_util::future::CatchUnwind;
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::field::Empty;
+use tracing::instrument::Instrumented;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::exchange::{record_job, AccessLine, Exchange, NO_ROUTE, SHED};
@@ -55,10 +58,6 @@ impl<S> Layer<S> for CorrelateLayer {
     }
 }
 
-/// The request's whole future, boxed once: hyper keeps it for as long as
-/// the request lives, and its type (an `async` block) has no name.
-type Answering = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
 /// The outermost layer is hyper's service itself: hyper calls it through
 /// `&self`, and each request gets a copy of the layers inside (a route's
 /// peer address: nothing shared is counted per request but the one `Arc`
@@ -70,9 +69,9 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Answering;
+    type Future = Answering<S::Future>;
 
-    fn call(&self, request: Request<Incoming>) -> Answering {
+    fn call(&self, request: Request<Incoming>) -> Answering<S::Future> {
         // Boxed: passed down the layers, the head would otherwise be kept
         // once per layer for the request's whole life.
         let mut request = Box::new(request);
@@ -115,92 +114,171 @@ where
         let mut inner = self.inner.clone();
         let inner =
             span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(call))).ok());
-        Box::pin(respond(inner, span, request_id, traceparent))
+        Answering {
+            inner: inner
+                .map(|inner| AssertUnwindSafe(inner.instrument(span.clone())).catch_unwind()),
+            finishing: None,
+            out: Outgoing {
+                span,
+                request_id,
+                traceparent,
+            },
+        }
     }
 }
 
-/// Waits for the inner layers' answer and makes it the client's: a
-/// failure becomes its problem+json, an idempotent leader leaves its
-/// answer to the store, the correlation headers go on, the access line is
-/// written. An `async move` block rather than an `async fn`, so it keeps
-/// its arguments once.
-#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
-fn respond<F>(
-    inner: Option<F>,
+pin_project_lite::pin_project! {
+    /// The request's whole future, held inline by hyper (no allocation of
+    /// its own): the inner layers' answer, then, for an idempotent leader,
+    /// the store's part, then the response as the client gets it.
+    pub(crate) struct Answering<F> {
+        #[pin]
+        inner: Option<CatchUnwind<AssertUnwindSafe<Instrumented<F>>>>,
+        finishing: Option<Finishing>,
+        out: Outgoing,
+    }
+}
+
+/// What every answer carries out, whatever happened inside.
+struct Outgoing {
     span: tracing::Span,
     request_id: HeaderValue,
     traceparent: HeaderValue,
-) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send
+}
+
+/// An idempotent leader leaving its answer to the store. Boxed: only the
+/// requests that lead an idempotent job need room for it.
+struct Finishing {
+    storing: Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>,
+    settled: Settled,
+}
+
+/// The request's outcome, counted, waiting for its response to go out.
+struct Settled {
+    exchange: Exchange,
+    outcome: &'static str,
+    route: Arc<str>,
+    job_id: Option<String>,
+    polls: u32,
+}
+
+impl<F> Future for Answering<F>
 where
-    F: Future<Output = Result<Answer, Infallible>> + Send,
+    F: Future<Output = Result<Answer, Infallible>>,
 {
-    async move {
-        let answer = match inner {
-            Some(inner) => AssertUnwindSafe(inner.instrument(span.clone()))
-                .catch_unwind()
-                .await
-                .ok()
-                .map(|Ok(answer)| answer),
-            None => None,
-        };
-        let Answer {
-            result,
-            mut exchange,
-        } = answer.unwrap_or_else(|| Answer {
-            result: Err(Error::Internal("a request handler panicked".into())),
-            exchange: Exchange::default(),
-        });
-        let (mut response, mut outcome) = match result {
-            Ok(response) => (response, "ok"),
-            Err(err) => {
-                if let Error::Overloaded { .. } = err {
-                    SHED.note(&span);
-                } else if err.status().is_server_error() {
-                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if this.finishing.is_none() {
+            // `None`: the inner layers panicked, before or after answering.
+            let answer = match this.inner.as_mut().as_pin_mut() {
+                Some(inner) => match ready!(inner.poll(cx)) {
+                    Ok(Ok(answer)) => Some(answer),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            this.inner.set(None);
+            let (response, mut settled) = settle(answer, this.out);
+            match settled.exchange.leader.take() {
+                None => return Poll::Ready(Ok(this.out.complete(response, settled))),
+                Some(leader) => {
+                    *this.finishing = Some(Finishing {
+                        storing: Box::pin(leader.finish(response)),
+                        settled,
+                    })
                 }
-                let outcome = err.slug();
-                (
-                    err.into_response(request_id.to_str().unwrap_or_default()),
-                    outcome,
-                )
+            }
+        }
+        let Some(finishing) = this.finishing.as_mut() else {
+            return Poll::Pending;
+        };
+        let stored = ready!(finishing.storing.as_mut().poll(cx));
+        let Some(Finishing { mut settled, .. }) = this.finishing.take() else {
+            return Poll::Pending;
+        };
+        let response = match stored {
+            Ok(response) => response,
+            Err(err) => {
+                let span = &this.out.span;
+                warn!(parent: span, error = %crate::error::chain(&err), "request failed");
+                settled.outcome = err.slug();
+                err.into_response(this.out.request_id.to_str().unwrap_or_default())
             }
         };
-        span.record("outcome", outcome);
-        let route = exchange
-            .route
-            .clone()
-            .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
-        // The access line holds the process (a panic may have lost it, and
-        // with it the request's counts; the answer still goes out).
-        let (job_id, polls) = match &exchange.line {
-            Some(line) => record_job(&line.state.metrics, &route, &exchange, outcome),
-            None => (None, 0),
-        };
-        if let Some(leader) = exchange.leader.take() {
-            // Boxed: only the requests that lead an idempotent job need
-            // room for it.
-            response = match Box::pin(leader.finish(response)).await {
-                Ok(response) => response,
-                Err(err) => {
-                    warn!(parent: &span, error = %crate::error::chain(&err), "request failed");
-                    outcome = err.slug();
-                    err.into_response(request_id.to_str().unwrap_or_default())
-                }
-            };
-        }
-        let headers = response.headers_mut();
-        headers.extend(std::mem::take(&mut exchange.extra));
-        headers.insert(X_REQUEST_ID, request_id);
-        headers.insert(correlation::TRACEPARENT, traceparent);
-        if let Some(line) = exchange.line.take() {
-            line.log(
-                route,
-                response.status().as_u16(),
+        Poll::Ready(Ok(this.out.complete(response, settled)))
+    }
+}
+
+/// The inner layers' answer made the client's: a failure becomes its
+/// problem+json, and the request's job is counted.
+fn settle(answer: Option<Answer>, out: &Outgoing) -> (Response<Body>, Settled) {
+    let Answer { result, exchange } = answer.unwrap_or_else(|| Answer {
+        result: Err(Error::Internal("a request handler panicked".into())),
+        exchange: Exchange::default(),
+    });
+    let span = &out.span;
+    let (response, outcome) = match result {
+        Ok(response) => (response, "ok"),
+        Err(err) => {
+            if let Error::Overloaded { .. } = err {
+                SHED.note(span);
+            } else if err.status().is_server_error() {
+                warn!(parent: span, error = %crate::error::chain(&err), "request failed");
+            }
+            let outcome = err.slug();
+            (
+                err.into_response(out.request_id.to_str().unwrap_or_default()),
                 outcome,
-                job_id.as_deref(),
-                polls,
+            )
+        }
+    };
+    span.record("outcome", outcome);
+    let route = exchange
+        .route
+        .clone()
+        .unwrap_or_else(|| Arc::clone(&NO_ROUTE));
+    // The access line holds the process (a panic may have lost it, and
+    // with it the request's counts; the answer still goes out).
+    let (job_id, polls) = match &exchange.line {
+        Some(line) => record_job(&line.state.metrics, &route, &exchange, outcome),
+        None => (None, 0),
+    };
+    let settled = Settled {
+        exchange,
+        outcome,
+        route,
+        job_id,
+        polls,
+    };
+    (response, settled)
+}
+
+impl Outgoing {
+    /// The correlation headers and whatever the request gathered go on the
+    /// response, and the access line is written.
+    fn complete(&mut self, mut response: Response<Body>, mut settled: Settled) -> Response<Body> {
+        let headers = response.headers_mut();
+        headers.extend(std::mem::take(&mut settled.exchange.extra));
+        let empty = || HeaderValue::from_static("");
+        headers.insert(
+            X_REQUEST_ID,
+            std::mem::replace(&mut self.request_id, empty()),
+        );
+        headers.insert(
+            correlation::TRACEPARENT,
+            std::mem::replace(&mut self.traceparent, empty()),
+        );
+        if let Some(line) = settled.exchange.line.take() {
+            line.log(
+                settled.route,
+                response.status().as_u16(),
+                settled.outcome,
+                settled.job_id.as_deref(),
+                settled.polls,
             );
         }
-        Ok(response)
+        response
     }
 }
