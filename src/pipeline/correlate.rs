@@ -91,15 +91,15 @@ where
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         debug!(parent: &span, %method, %path, headers = ?Redacted::new(request.headers(), &generation.config.server.redact_headers), "request");
-        let mut exchange = Exchange::default();
-        exchange.line = Some(Box::new(AccessLine {
+        let mut exchange = Box::<Exchange>::default();
+        exchange.line = Some(AccessLine {
             state: Arc::clone(&self.state),
             span: span.clone(),
             method,
             path,
             request_id: request_id.clone(),
             started,
-        }));
+        });
         let call = Call {
             state: Arc::clone(&self.state),
             request,
@@ -155,7 +155,7 @@ struct Finishing {
 
 /// The request's outcome, counted, waiting for its response to go out.
 struct Settled {
-    exchange: Exchange,
+    exchange: Box<Exchange>,
     outcome: &'static str,
     route: Arc<str>,
     job_id: Option<String>,
@@ -216,7 +216,7 @@ where
 fn settle(answer: Option<Answer>, out: &Outgoing) -> (Response<Body>, Settled) {
     let Answer { result, exchange } = answer.unwrap_or_else(|| Answer {
         result: Err(Error::Internal("a request handler panicked".into())),
-        exchange: Exchange::default(),
+        exchange: Box::default(),
     });
     let span = &out.span;
     let (response, outcome) = match result {

@@ -16,7 +16,8 @@ use crate::state::{Held, State};
 use crate::telemetry::metrics::{Metrics, RouteOutcome};
 
 /// What a request gathers on its way, for its answer, its metrics and its
-/// log line.
+/// log line. It travels boxed through the layers (`Box<Exchange>`), so
+/// that handing it on moves a pointer, not the whole record.
 #[derive(Default)]
 pub(super) struct Exchange {
     pub(super) route: Option<Arc<str>>,
@@ -36,8 +37,8 @@ pub(super) struct Exchange {
     pub(super) _held_metric: Option<HeldMetric>,
     /// What the access line needs; still here when the request's future is
     /// dropped (the client went away), so that case is logged and counted
-    /// too. Boxed: most of it is only read once, at the end.
-    pub(super) line: Option<Box<AccessLine>>,
+    /// too.
+    pub(super) line: Option<AccessLine>,
 }
 
 /// The request as its access line names it.

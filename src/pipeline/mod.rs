@@ -41,14 +41,14 @@ pub(crate) struct Call {
     /// The configuration this request runs under, from start to end.
     generation: Arc<Generation>,
     started: Instant,
-    exchange: Exchange,
+    exchange: Box<Exchange>,
 }
 
 /// What the inner layers give back: the outcome, and what the request
 /// gathered on its way (for its answer, metrics and log line).
 pub(crate) struct Answer {
     result: Result<Response<Body>, Error>,
-    exchange: Exchange,
+    exchange: Box<Exchange>,
 }
 
 /// The service of one client connection from `peer`.
