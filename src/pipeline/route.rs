@@ -126,14 +126,16 @@ impl Service<Call> for Router {
 }
 
 /// A panic in a handler becomes a 500, never a connection dropped bare:
-/// the client would not know whether to retry.
-async fn caught(
+/// the client would not know whether to retry. A combinator, not an
+/// `async fn`: an `async fn` would keep room for the handler twice (as
+/// passed, and inside the catch), and a held request keeps this for as
+/// long as it waits.
+fn caught(
     handler: impl Future<Output = Result<Response<Body>, Error>>,
-) -> Result<Response<Body>, Error> {
-    AssertUnwindSafe(handler)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(Error::Internal("a request handler panicked".into())))
+) -> impl Future<Output = Result<Response<Body>, Error>> {
+    AssertUnwindSafe(handler).catch_unwind().map(|caught| {
+        caught.unwrap_or_else(|_| Err(Error::Internal("a request handler panicked".into())))
+    })
 }
 
 /// Matches the request against the route table. `Host` is read here, and
