@@ -134,7 +134,9 @@ pin_project_lite::pin_project! {
     pub(crate) struct Answering<F> {
         #[pin]
         inner: Option<CatchUnwind<AssertUnwindSafe<Instrumented<F>>>>,
-        finishing: Option<Finishing>,
+        // Boxed: only the requests that lead an idempotent job need room
+        // for it.
+        finishing: Option<Box<Finishing>>,
         out: Outgoing,
     }
 }
@@ -146,8 +148,7 @@ struct Outgoing {
     traceparent: HeaderValue,
 }
 
-/// An idempotent leader leaving its answer to the store. Boxed: only the
-/// requests that lead an idempotent job need room for it.
+/// An idempotent leader leaving its answer to the store.
 struct Finishing {
     storing: Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>,
     settled: Settled,
@@ -184,10 +185,10 @@ where
             match settled.exchange.leader.take() {
                 None => return Poll::Ready(Ok(this.out.complete(response, settled))),
                 Some(leader) => {
-                    *this.finishing = Some(Finishing {
+                    *this.finishing = Some(Box::new(Finishing {
                         storing: Box::pin(leader.finish(response)),
                         settled,
-                    })
+                    }))
                 }
             }
         }
@@ -195,9 +196,10 @@ where
             return Poll::Pending;
         };
         let stored = ready!(finishing.storing.as_mut().poll(cx));
-        let Some(Finishing { mut settled, .. }) = this.finishing.take() else {
+        let Some(finishing) = this.finishing.take() else {
             return Poll::Pending;
         };
+        let mut settled = finishing.settled;
         let response = match stored {
             Ok(response) => response,
             Err(err) => {

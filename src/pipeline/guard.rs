@@ -42,7 +42,9 @@ where
 {
     type Response = Answer;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Answer, Infallible>>, S::Future>;
+    /// A refusal is boxed: it is rare, and unboxed it would give every
+    /// request's future room for a whole answer.
+    type Future = Either<Box<Ready<Result<Answer, Infallible>>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -51,10 +53,10 @@ where
     fn call(&mut self, mut call: Call) -> Self::Future {
         match check(&mut call.request, &call.generation.config.server) {
             Ok(()) => Either::Right(self.inner.call(call)),
-            Err(refused) => Either::Left(future::ok(Answer {
+            Err(refused) => Either::Left(Box::new(future::ok(Answer {
                 result: Err(refused.into()),
                 exchange: call.exchange,
-            })),
+            }))),
         }
     }
 }
