@@ -80,13 +80,11 @@ pub enum ClientError {
 
 impl JobError {
     /// A backend's answer that could not be read whole: over its limit, or
-    /// broken off (the library's words stay in the log; the client reads
-    /// the class).
+    /// broken off (the client reads the class, not the library's words).
     pub(crate) fn unreadable(what: &'static str, err: BodyError) -> JobError {
         match err {
             BodyError::TooLarge { limit } => JobError::BodyTooLarge { what, limit },
-            other => {
-                tracing::debug!(error = %chain(&other), "reading the {what} failed");
+            BodyError::Stalled(_) | BodyError::Read(_) => {
                 JobError::BadAnswer(format!("the {what} broke off"))
             }
         }

@@ -144,14 +144,16 @@ impl Baton {
         listeners: Listeners,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        // Listener settings come from the config at start; a reload changes
+        // routes and backends, not these.
+        let config = self.state.current().config.clone();
+        // Shared, each connection holding a pointer rather than a copy.
+        let settings = Arc::new(edge::connection::Settings::new(&config.server));
         let (phase, phase_rx) = watch::channel(edge::connection::Phase::Serving);
         // Admin and callbacks keep serving while the client listener drains
         // (probes read `/readyz`; held requests may still be called back),
         // and drain themselves once it is done.
         let (listening, listening_rx) = watch::channel(edge::connection::Phase::Serving);
-        let settings = Arc::new(edge::connection::Settings::new(
-            &self.state.current().config.server,
-        ));
         let admin = listeners.admin.map(|listener| {
             tokio::spawn(ops::admin::serve(
                 listener,
@@ -165,17 +167,15 @@ impl Baton {
             tokio::spawn(pipeline::callbacks::serve(
                 listener,
                 listening_rx,
-                settings,
+                Arc::clone(&settings),
                 Arc::clone(&self.state),
             ))
         });
-        // Listener settings come from the config at start; a reload changes
-        // routes and backends, not these.
-        let config = self.state.current().config.clone();
         let state = &self.state;
         let result = edge::server::serve(
             listeners.main,
             &config.server,
+            settings,
             |peer| pipeline::service(state, peer),
             &**state,
             shutdown,

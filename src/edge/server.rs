@@ -9,13 +9,12 @@
 //! [`crate::edge::connection`]), and whatever is still open when the grace
 //! period ends is cut.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::convert::Infallible;
-use std::net::SocketAddr;
 
 use futures_util::FutureExt;
 use http::{Request, Response};
@@ -37,11 +36,14 @@ use crate::edge::lanes::Lanes;
 /// truth and every connection finishes what it has), and to cut when the
 /// grace period ends.
 ///
-/// `service` makes each connection's service, given its peer; `drain` is
-/// what the process does while it drains.
+/// `settings` are shared by every connection (a pointer each, so a held
+/// request's connection does not carry a copy); `service` makes each
+/// connection's service, given its peer; `drain` is what the process does
+/// while it drains.
 pub(crate) async fn serve<M, S>(
     listener: TcpListener,
     server: &ServerConfig,
+    settings: Arc<Settings>,
     service: M,
     drain: &impl Drain,
     shutdown: impl Future<Output = ()>,
@@ -52,9 +54,6 @@ where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
-    // Shared, each connection holding a pointer rather than a copy: a held
-    // request's connection should not carry the settings.
-    let settings = Arc::new(Settings::new(server));
     let connections = TaskTracker::new();
     let lanes = Lanes::start(server.threads)?;
     info!(address = %listener.local_addr()?, "listening");

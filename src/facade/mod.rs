@@ -432,5 +432,9 @@ pub(crate) async fn read_limited(
 ) -> Result<Bytes, JobError> {
     crate::body::collect_whole(body, limit as u64)
         .await
-        .map_err(|e| JobError::unreadable(what, e))
+        .map_err(|e| {
+            // The library's words stay in the log.
+            tracing::debug!(error = %crate::error::chain(&e), "reading the {what} failed");
+            JobError::unreadable(what, e)
+        })
 }

@@ -55,7 +55,10 @@ type Handling = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>
 /// Where a request goes, decided before anything awaits.
 enum Pick {
     Monitor(String),
-    Route(usize),
+    /// A pass-through route, by its place in the table.
+    Proxy(usize),
+    /// An async route, by its place in the table.
+    Facade(usize),
     Refused(Error),
 }
 
@@ -96,18 +99,16 @@ impl Service<Call> for Router {
                 let result = caught(handler).await;
                 Ok(Answer { result, exchange })
             }),
-            Pick::Route(index) if generation.config.routes[index].facade.is_none() => {
-                Box::pin(async move {
-                    let route = &generation.config.routes[index];
-                    let handler = async {
-                        let cx = forward(&state, &generation, route, peer)?;
-                        proxy::forward(cx, unbox(request)).await
-                    };
-                    let result = caught(handler).await;
-                    Ok(Answer { result, exchange })
-                })
-            }
-            Pick::Route(index) => Box::pin(async move {
+            Pick::Proxy(index) => Box::pin(async move {
+                let route = &generation.config.routes[index];
+                let handler = async {
+                    let cx = forward(&state, &generation, route, peer)?;
+                    proxy::forward(cx, unbox(request)).await
+                };
+                let result = caught(handler).await;
+                Ok(Answer { result, exchange })
+            }),
+            Pick::Facade(index) => Box::pin(async move {
                 let route = &generation.config.routes[index];
                 let handler = run_facade(
                     &state,
@@ -171,7 +172,10 @@ fn pick(generation: &Generation, request: &Request<Incoming>, exchange: &mut Exc
     if !route.allow_encoded_slashes && target::has_encoded_slash(path) {
         return Pick::Refused(ClientError::BadTarget(TargetError::EncodedSlash).into());
     }
-    Pick::Route(index)
+    match route.facade {
+        Some(_) => Pick::Facade(index),
+        None => Pick::Proxy(index),
+    }
 }
 
 /// The facade: the whole body first, then a held place, then the job
@@ -189,6 +193,7 @@ fn run_facade<'a>(
     exchange: &'a mut Exchange,
 ) -> impl Future<Output = Result<Response<Body>, Error>> + 'a {
     async move {
+        // `pick` sends only async routes here.
         let Some(facade) = &route.facade else {
             return Err(Error::Internal(
                 "a pass-through route reached the facade".into(),
